@@ -1,0 +1,25 @@
+"""User-facing errors.
+
+Anything a user can cause with a file, a flag or a config value raises a subclass of
+:class:`RnnkitError` whose message is one line naming the file and line, or the field, that is wrong.
+The CLI prints it as ``rnnkit: error: <message>`` and exits with status 2, never with a traceback.
+Programming errors (wrong tensor shapes passed to a layer) stay ``ValueError``/``TypeError``.
+"""
+
+from __future__ import annotations
+
+
+class RnnkitError(Exception):
+    """Base class of errors caused by user input; the message is shown as is."""
+
+
+class DataError(RnnkitError):
+    """A data file is missing, empty, binary, not UTF-8 or malformed (message: ``path:line: ...``)."""
+
+
+class ConfigError(RnnkitError):
+    """A config value or flag is unknown, ill-typed or out of range (message names the field)."""
+
+
+class CheckpointError(RnnkitError):
+    """A run folder or checkpoint is missing, damaged, or belongs to another task or shape."""
