@@ -1,0 +1,11 @@
+"""Data layer shared by all tasks: reading files, vocabularies, tokenizers, batching, LM streams.
+
+Modules: :mod:`~rnnkit.data.files` (read text with file:line errors), :mod:`~rnnkit.data.vocab`
+(:class:`Vocab`), :mod:`~rnnkit.data.tokenize` (char, word and BPE subword tokenizers),
+:mod:`~rnnkit.data.batching` (padding, length-bucketed batches), :mod:`~rnnkit.data.lm`
+(contiguous streams and truncated-BPTT windows).
+"""
+
+from rnnkit.data.files import read_lines, read_text
+
+__all__ = ["read_lines", "read_text"]
