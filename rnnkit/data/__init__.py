@@ -7,5 +7,6 @@ Modules: :mod:`~rnnkit.data.files` (read text with file:line errors), :mod:`~rnn
 """
 
 from rnnkit.data.files import read_lines, read_text
+from rnnkit.data.vocab import Vocab
 
-__all__ = ["read_lines", "read_text"]
+__all__ = ["Vocab", "read_lines", "read_text"]
