@@ -1,0 +1,13 @@
+"""Metrics: pure functions from model outputs (as numbers or strings) to scores."""
+
+from rnnkit.metrics.lm import bits_per_token, lm_summary, perplexity
+from rnnkit.metrics.translation import corpus_scores, exact_match, tokenized_bleu
+
+__all__ = [
+    "bits_per_token",
+    "corpus_scores",
+    "exact_match",
+    "lm_summary",
+    "perplexity",
+    "tokenized_bleu",
+]

@@ -1,0 +1,109 @@
+"""Translation metrics: sacrebleu corpus BLEU and chrF, exact match, and lowercased tokenised BLEU.
+
+Two BLEU figures exist because papers report two:
+
+- ``corpus_scores(...)["bleu"]`` is sacrebleu's default corpus BLEU on *detokenised* text (its ``13a``
+  tokeniser, case-sensitive, ``exp`` smoothing): the comparable, reproducible figure.
+- ``tokenized_bleu`` is the "lowercased, tokenised BLEU" of older seq2seq papers and tutorials (e.g. an
+  attention GRU on Multi30k scored with ``multi-bleu.perl`` or torchtext's ``bleu_score`` on lowercased
+  spaCy/Moses tokens). See its docstring for how it is computed and why.
+
+All scores are on a 0-100 scale except ``exact_match``, a fraction in [0, 1]. One reference per sentence.
+Pure functions on lists of strings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sacrebleu.metrics import BLEU, CHRF
+
+__all__ = ["corpus_scores", "exact_match", "tokenized_bleu"]
+
+
+def _check_corpus(hypotheses: Sequence[str], references: Sequence[str]) -> None:
+    if len(hypotheses) != len(references):
+        raise ValueError(
+            f"expected as many hypotheses as references, got {len(hypotheses)} and {len(references)}"
+        )
+    if not hypotheses:
+        raise ValueError("expected at least one sentence, got 0")
+    for what, sentences in (("hypotheses", hypotheses), ("references", references)):
+        for i, sentence in enumerate(sentences):
+            if not isinstance(sentence, str):
+                raise ValueError(f"expected {what}[{i}] to be a str, got {type(sentence).__name__}")
+
+
+def exact_match(hypotheses: Sequence[str], references: Sequence[str]) -> float:
+    """Fraction of sentences whose hypothesis equals the reference, in [0, 1].
+
+    Comparison is case-sensitive after collapsing runs of whitespace and stripping both ends
+    (``" ".join(s.split())``), so a trailing newline or a double space does not count as an error.
+
+    Raises:
+        ValueError: the lists differ in length, are empty, or hold non-strings.
+    """
+    _check_corpus(hypotheses, references)
+    hits = sum(" ".join(h.split()) == " ".join(r.split()) for h, r in zip(hypotheses, references))
+    return hits / len(hypotheses)
+
+
+def corpus_scores(hypotheses: Sequence[str], references: Sequence[str]) -> dict[str, float | int]:
+    """Corpus BLEU, chrF and exact match of detokenised hypotheses against one reference each.
+
+    ``bleu`` is ``sacrebleu.metrics.BLEU()`` (tokenize ``13a``, case-sensitive, ``exp`` smoothing) and
+    ``chrf`` is ``sacrebleu.metrics.CHRF()`` (character 6-grams, beta 2), both corpus-level, 0-100.
+
+    Args:
+        hypotheses: system outputs, one detokenised sentence per item.
+        references: reference translations, aligned with ``hypotheses``.
+
+    Returns:
+        ``{"bleu": float, "chrf": float, "exact_match": float in [0, 1], "sentences": int}``.
+
+    Raises:
+        ValueError: the lists differ in length, are empty, or hold non-strings.
+
+    Example::
+
+        >>> corpus_scores(["the cat sat down ."], ["the cat sat down ."])
+        {'bleu': 100.00000000000004, 'chrf': 100.0, 'exact_match': 1.0, 'sentences': 1}
+
+    BLEU counts n-grams up to n = 4 over the whole corpus, so a corpus of sentences shorter than four
+    tokens scores 0 BLEU even when every sentence matches; chrF and exact match do not have that limit.
+    """
+    _check_corpus(hypotheses, references)
+    hyps, refs = list(hypotheses), [list(references)]
+    return {
+        "bleu": float(BLEU().corpus_score(hyps, refs).score),
+        "chrf": float(CHRF().corpus_score(hyps, refs).score),
+        "exact_match": exact_match(hypotheses, references),
+        "sentences": len(hyps),
+    }
+
+
+def tokenized_bleu(hypotheses: Sequence[str], references: Sequence[str], lowercase: bool = True) -> float:
+    """Lowercased, tokenised corpus BLEU (0-100), the way older seq2seq papers score.
+
+    Computed as ``sacrebleu.metrics.BLEU(tokenize="13a", lowercase=lowercase, force=True,
+    smooth_method="none")``:
+
+    - ``13a`` (the Moses/mteval tokeniser) splits punctuation off words, approximating the spaCy or Moses
+      tokens the anchors score on, and is close to idempotent on text that is already tokenised, so this
+      function accepts either detokenised output or space-separated tokens (``"a dog , running ."``).
+    - ``force=True`` only silences sacrebleu's "looks tokenised" warning: scoring tokenised text is the
+      point here.
+    - No smoothing, as in ``multi-bleu.perl`` and torchtext's ``bleu_score``: the score is 0 if some
+      n-gram order (n <= 4) has no match in the whole corpus.
+
+    Args:
+        hypotheses: system outputs, one sentence per item.
+        references: one reference per hypothesis.
+        lowercase: lowercase both sides before scoring (default True).
+
+    Raises:
+        ValueError: the lists differ in length, are empty, or hold non-strings.
+    """
+    _check_corpus(hypotheses, references)
+    bleu = BLEU(tokenize="13a", lowercase=lowercase, force=True, smooth_method="none")
+    return float(bleu.corpus_score(list(hypotheses), [list(references)]).score)
