@@ -6,7 +6,16 @@ Modules: :mod:`~rnnkit.data.files` (read text with file:line errors), :mod:`~rnn
 (contiguous streams and truncated-BPTT windows).
 """
 
+from rnnkit.data.batching import length_batches, pad_batch, padding_fraction, restore_order
 from rnnkit.data.files import read_lines, read_text
 from rnnkit.data.vocab import Vocab
 
-__all__ = ["Vocab", "read_lines", "read_text"]
+__all__ = [
+    "Vocab",
+    "length_batches",
+    "pad_batch",
+    "padding_fraction",
+    "read_lines",
+    "read_text",
+    "restore_order",
+]
