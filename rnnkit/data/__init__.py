@@ -8,9 +8,25 @@ Modules: :mod:`~rnnkit.data.files` (read text with file:line errors), :mod:`~rnn
 
 from rnnkit.data.batching import length_batches, pad_batch, padding_fraction, restore_order
 from rnnkit.data.files import read_lines, read_text
+from rnnkit.data.tokenize import (
+    LEVELS,
+    CharTokenizer,
+    SubwordTokenizer,
+    Tokenizer,
+    WordTokenizer,
+    build_tokenizer,
+    tokenizer_from_dict,
+)
 from rnnkit.data.vocab import Vocab
 
 __all__ = [
+    "LEVELS",
+    "CharTokenizer",
+    "SubwordTokenizer",
+    "Tokenizer",
+    "WordTokenizer",
+    "build_tokenizer",
+    "tokenizer_from_dict",
     "Vocab",
     "length_batches",
     "pad_batch",
