@@ -1,0 +1,69 @@
+"""Flags from config dataclasses, config-file merging and output conventions shared by every task's CLI.
+
+Conventions: a field ``batch_size`` is the flag ``--batch-size``; ``--config FILE`` (TOML or YAML) sets
+the same fields and flags win over it; stdout carries only results, everything else goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import typing
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+from rnnkit.errors import ConfigError
+from rnnkit.train.config import base_type, build_config, coerce, field_type, load_config_file
+
+C = TypeVar("C")
+
+
+def add_config_flags(parser: argparse.ArgumentParser, cls: type, defaults: Mapping[str, Any],
+                     skip: tuple[str, ...] = ()) -> None:
+    """One flag per field of ``cls``; given flags only (argparse.SUPPRESS), so a config file can fill
+    the rest. ``defaults`` overrides the dataclass defaults shown in the help."""
+    group = parser.add_argument_group("run settings (also settable in --config)")
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        default = defaults.get(f.name, f.default)
+        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+        if f.metadata.get("duration") and isinstance(default, float):
+            shown = f"{default:g}s"
+        help_text = f"{f.metadata.get('help', '')} (default: {shown})"
+        base, _ = base_type(field_type(cls, f.name))
+        kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_text}
+        if base is bool:
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
+            continue
+        if f.metadata.get("choices"):
+            kwargs["choices"] = f.metadata["choices"]
+        kwargs["metavar"] = {int: "N", float: "X", str: "S"}.get(base, "LIST")
+        if f.metadata.get("duration"):
+            kwargs["metavar"] = "DURATION"
+        if typing.get_origin(base) is tuple:
+            kwargs["metavar"] = "N,N,..."
+        group.add_argument(flag, **kwargs)
+
+
+def given_fields(args: argparse.Namespace, cls: type) -> dict[str, Any]:
+    """The fields of ``cls`` that were given as flags."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in vars(args).items() if k in names}
+
+
+def resolve_config(cls: type[C], args: argparse.Namespace, defaults: Mapping[str, Any]) -> C:
+    """defaults < config file < flags, each value checked against the field's type."""
+    values: dict[str, Any] = dict(defaults)
+    config_path = getattr(args, "config", None)
+    if config_path:
+        from_file = load_config_file(config_path)
+        names = {f.name for f in dataclasses.fields(cls)}
+        for key, value in from_file.items():
+            if key not in names:
+                raise ConfigError(f"{config_path}: unknown field '{key}'")
+            coerce(cls, key, value, config_path)
+        values.update(from_file)
+    values.update(given_fields(args, cls))
+    return build_config(cls, values, source=str(config_path) if config_path else "flags")

@@ -1,0 +1,107 @@
+"""``rnnkit lm train | generate | evaluate``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from rnnkit.cli.common import add_config_flags, given_fields, resolve_config
+from rnnkit.errors import ConfigError
+from rnnkit.tasks import lm
+
+
+def register(tasks: argparse._SubParsersAction) -> None:
+    parser = tasks.add_parser("lm", help="language modelling", description="Language modelling: train, "
+                              "generate text, evaluate perplexity.")
+    sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    p = sub.add_parser("train", help="train a language model", description="Train a recurrent language model. "
+                       "With no data given: char level on the bundled Tiny Shakespeare, within a few minutes.")
+    p.add_argument("--config", metavar="FILE", help="TOML or YAML file setting the fields below; flags win")
+    p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    p.add_argument("--resume", metavar="RUN", help="continue RUN from its last checkpoint (only stopping, "
+                   "device and thread flags may be given)")
+    p.add_argument("--sample-length", type=int, default=300, metavar="N",
+                   help="characters/tokens of the sample printed after training (0: none; default 300)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_config_flags(p, lm.LMConfig, lm.DEFAULTS)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("generate", help="sample text from a trained run")
+    p.add_argument("run", metavar="RUN", help="run folder")
+    p.add_argument("--prompt", default="", help="text to continue (default: start a new line)")
+    p.add_argument("--length", type=int, default=500, help="tokens to generate (default 500)")
+    p.add_argument("--temperature", type=float, default=1.0, help="0 = greedy (default 1.0)")
+    p.add_argument("--top-k", type=int, default=0, help="sample among the k likeliest tokens (0 = all)")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling threshold (1.0 = off)")
+    p.add_argument("--seed", type=int, default=None, help="seed for reproducible samples")
+    p.add_argument("--num-samples", type=int, default=1, help="independent samples (default 1)")
+    _add_load_flags(p)
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("evaluate", help="loss and perplexity on a text")
+    p.add_argument("run", metavar="RUN", help="run folder")
+    p.add_argument("--test", metavar="FILE", help="text to score (default: the run's validation text)")
+    p.add_argument("--json", action="store_true", help="print one JSON line")
+    _add_load_flags(p)
+    p.set_defaults(func=cmd_evaluate)
+
+
+def _add_load_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", choices=("best", "last"), default="best", help="which checkpoint (default best)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    progress = not args.no_progress
+    if args.resume:
+        if args.config:
+            raise ConfigError("field 'config': --resume takes its config from the run folder")
+        run = lm.resume(args.resume, progress=progress, **given_fields(args, lm.LMConfig))
+    else:
+        cfg = resolve_config(lm.LMConfig, args, lm.DEFAULTS)
+        run = lm.train(cfg, overwrite=args.overwrite, progress=progress)
+    if run.config.valid is not None or run.config.train is None:
+        metrics = run.evaluate()
+        print(f"rnnkit: best checkpoint: valid loss {metrics['loss']:.4f}, perplexity "
+              f"{metrics['perplexity']:.2f}", file=sys.stderr)
+    if args.sample_length > 0:
+        print(run.generate("", args.sample_length, temperature=0.8, seed=run.config.seed)[0])
+    return 0
+
+
+def _load(args: argparse.Namespace) -> lm.LMRun:
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    return lm.load(Path(args.run), checkpoint=args.checkpoint, device=args.device)
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    if args.length < 0 or args.num_samples < 1 or args.top_k < 0 or not 0 < args.top_p <= 1:
+        raise ConfigError("field 'length/num-samples/top-k/top-p': length >= 0, num-samples >= 1, "
+                          "top-k >= 0 and 0 < top-p <= 1")
+    run = _load(args)
+    unknown = run.unknown_symbols(args.prompt)
+    if unknown:
+        shown = " ".join(repr(u) for u in unknown[:10])
+        print(f"rnnkit: warning: prompt symbols outside the vocabulary map to <unk>: {shown}", file=sys.stderr)
+    for text in run.generate(args.prompt, args.length, temperature=args.temperature, top_k=args.top_k,
+                             top_p=args.top_p, seed=args.seed, num_samples=args.num_samples):
+        print(args.prompt + text)
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    run = _load(args)
+    metrics = run.evaluate(args.test)
+    if args.json:
+        print(json.dumps(metrics))
+    else:
+        print(f"loss {metrics['loss']:.4f}  perplexity {metrics['perplexity']:.2f}  "
+              f"bits/token {metrics['bits_per_token']:.4f}  tokens {metrics['tokens']}")
+    return 0

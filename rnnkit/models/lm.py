@@ -1,0 +1,131 @@
+"""Recurrent language model: embedding -> rnnkit recurrent stack -> dropout -> (tied) output layer.
+
+Shapes: B batch, T time, E embedding size, H hidden size, V vocabulary size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rnnkit.nn import GRU, LSTM, RNN
+from rnnkit.nn.dropout import LockedDropout
+
+State = Tensor | tuple[Tensor, Tensor]
+
+
+@dataclass(frozen=True)
+class LMModelConfig:
+    """Architecture of a :class:`LanguageModel` (stored in every checkpoint)."""
+
+    vocab_size: int
+    model: str = "lstm"  # rnn | lstm | gru
+    emb: int = 128
+    hidden: int = 256
+    layers: int = 2
+    dropout: float = 0.0  # locked dropout on the recurrent stack's output
+    dropout_emb: float = 0.0  # locked dropout on the embeddings (the stack's input)
+    dropout_hidden: float = 0.0  # locked dropout between recurrent layers
+    weight_dropout: float = 0.0  # DropConnect on the hidden-to-hidden weights (AWD-LSTM)
+    tie_weights: bool = False
+    softmax: str = "full"  # full | adaptive
+    cutoffs: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.model not in ("rnn", "lstm", "gru"):
+            raise ValueError(f"model must be rnn, lstm or gru, got {self.model!r}")
+        if self.tie_weights and self.emb != self.hidden:
+            raise ValueError(f"tie_weights needs emb == hidden, got emb={self.emb}, hidden={self.hidden}")
+        if self.softmax not in ("full", "adaptive"):
+            raise ValueError(f"softmax must be full or adaptive, got {self.softmax!r}")
+        if self.softmax == "adaptive":
+            if self.tie_weights:
+                raise ValueError("tie_weights is not supported with the adaptive softmax")
+            cut = list(self.cutoffs)
+            if not cut or cut != sorted(set(cut)) or cut[0] <= 0 or cut[-1] >= self.vocab_size - 1:
+                raise ValueError(f"cutoffs must be increasing integers in (0, {self.vocab_size - 1}) for "
+                                 f"the adaptive softmax, got {self.cutoffs}")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["cutoffs"] = list(self.cutoffs)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> LMModelConfig:
+        return cls(**{**d, "cutoffs": tuple(d.get("cutoffs", ()))})
+
+
+class LanguageModel(nn.Module):
+    """Next-token model ``p(x_{t+1} | x_{<=t})`` over a vocabulary.
+
+    Embedding (E) -> locked dropout -> ``layers`` recurrent layers (H) -> locked dropout -> linear to V
+    (its weight shared with the embedding when ``tie_weights``), or an adaptive softmax
+    (Grave et al. 2017, :class:`torch.nn.AdaptiveLogSoftmaxWithLoss`) with the given cut-offs.
+
+    Example:
+        >>> lm = LanguageModel(LMModelConfig(vocab_size=65, hidden=64, emb=32))
+        >>> nll, state = lm.loss(torch.randint(65, (4, 10)), torch.randint(65, (4, 10)))
+    """
+
+    def __init__(self, config: LMModelConfig) -> None:
+        super().__init__()
+        self.config = c = config
+        self.embedding = nn.Embedding(c.vocab_size, c.emb)
+        layer = {"rnn": RNN, "lstm": LSTM, "gru": GRU}[c.model]
+        self.rnn = layer(c.emb, c.hidden, c.layers, batch_first=True, dropout=c.dropout_hidden)
+        self.drop_emb = LockedDropout(c.dropout_emb, batch_first=True)
+        self.drop_out = LockedDropout(c.dropout, batch_first=True)
+        if c.softmax == "adaptive":
+            self.adaptive = nn.AdaptiveLogSoftmaxWithLoss(c.hidden, c.vocab_size, list(c.cutoffs), div_value=4.0)
+            self.decoder = None
+        else:
+            self.adaptive = None
+            self.decoder = nn.Linear(c.hidden, c.vocab_size)
+            if c.tie_weights:
+                self.decoder.weight = self.embedding.weight
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
+        if self.decoder is not None:
+            nn.init.zeros_(self.decoder.bias)
+            if not self.config.tie_weights:
+                nn.init.uniform_(self.decoder.weight, -0.1, 0.1)
+
+    def hidden_states(self, tokens: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+        """Top-layer outputs (B, T, H) after dropout, and the recurrent state after the last step."""
+        x = self.drop_emb(self.embedding(tokens))  # (B, T, E)
+        out, state = self.rnn(x, state)  # (B, T, H)
+        return self.drop_out(out), state
+
+    def forward(self, tokens: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+        """Log-probabilities of the next token, (B, T, V), and the new state."""
+        out, state = self.hidden_states(tokens, state)
+        return self.log_probs(out), state
+
+    def log_probs(self, hidden: Tensor) -> Tensor:
+        """(..., H) hidden states -> (..., V) log-probabilities."""
+        if self.adaptive is not None:
+            flat = hidden.reshape(-1, hidden.size(-1))
+            return self.adaptive.log_prob(flat).view(*hidden.shape[:-1], -1)
+        return F.log_softmax(self.decoder(hidden), dim=-1)
+
+    def loss(self, tokens: Tensor, targets: Tensor, state: State | None = None,
+             ignore_index: int = -100) -> tuple[Tensor, State]:
+        """Summed NLL of ``targets`` (B, T) given ``tokens`` (B, T), and the new state.
+
+        Targets equal to ``ignore_index`` (padding) never count; the caller knows how many tokens did.
+        """
+        out, state = self.hidden_states(tokens, state)
+        flat_h = out.reshape(-1, out.size(-1))  # (B*T, H)
+        flat_y = targets.reshape(-1)  # (B*T,)
+        if self.adaptive is not None:
+            keep = flat_y != ignore_index
+            if not bool(keep.all()):
+                flat_h, flat_y = flat_h[keep], flat_y[keep]
+            return -self.adaptive(flat_h, flat_y).output.sum(), state
+        logits = self.decoder(flat_h)  # (B*T, V)
+        return F.cross_entropy(logits, flat_y, ignore_index=ignore_index, reduction="sum"), state

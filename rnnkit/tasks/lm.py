@@ -1,0 +1,350 @@
+"""Language modelling, end to end: config, data, the engine's task, and the Python API.
+
+    import rnnkit.tasks.lm as lm
+    run = lm.train(out="runs/shakespeare", max_steps=200)    # bundled Tiny Shakespeare, char level
+    print(run.evaluate())                                     # {"loss", "perplexity", "bits_per_token", "tokens"}
+    print(run.generate("ROMEO:", length=200, temperature=0.8, seed=1))
+    run = lm.load("runs/shakespeare")                         # later, in another process
+
+The CLI (``rnnkit lm ...``) is a thin layer over :func:`train`, :func:`resume` and :func:`load`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rnnkit.data.files import read_text
+from rnnkit.data.lm import BPTTStream, batchify
+from rnnkit.data.tokenize import Tokenizer, build_tokenizer, tokenizer_from_dict
+from rnnkit.decode.sampling import generate as sample_tokens
+from rnnkit.errors import CheckpointError, ConfigError, DataError
+from rnnkit.metrics.lm import lm_summary
+from rnnkit.models.lm import LanguageModel, LMModelConfig
+from rnnkit.train import run as runs
+from rnnkit.train.checkpoint import load_model_state
+from rnnkit.train.config import TrainConfig, build_config, option
+from rnnkit.train.engine import StepResult, Trainer, resolve_device
+
+TASK = "lm"
+EVAL_BATCH = 10
+
+
+@dataclass(frozen=True)
+class LMConfig(TrainConfig):
+    """Everything ``rnnkit lm train`` needs: data, model and training fields (flag ``--x-y`` = field x_y)."""
+
+    train: str | None = option(None, "training text (default: the bundled Tiny Shakespeare, first 90%%)")
+    valid: str | None = option(None, "validation text (default with bundled data: its last 10%%; "
+                               "otherwise none, and no validation runs)")
+    out: str = option("runs/lm", "run folder to write")
+    level: str = option("char", "tokens: characters, whitespace words (<eos> at line ends) or BPE subwords",
+                        choices=("char", "word", "subword"))
+    min_count: int = option(1, "word level: rarer words become <unk>")
+    max_vocab: int | None = option(None, "word level: keep at most this many words")
+    subword_vocab: int = option(8000, "subword level: BPE vocabulary size")
+    model: str = option("lstm", "recurrent layer", choices=("rnn", "lstm", "gru"))
+    layers: int = option(2, "stacked recurrent layers")
+    hidden: int = option(256, "hidden size")
+    emb: int = option(128, "embedding size")
+    dropout: float = option(0.1, "locked dropout on the recurrent output")
+    dropout_emb: float = option(0.0, "locked dropout on the embeddings")
+    dropout_hidden: float = option(0.0, "locked dropout between recurrent layers")
+    weight_dropout: float = option(0.0, "DropConnect on the hidden-to-hidden weights (AWD-LSTM)")
+    tie_weights: bool = option(False, "share the embedding and output weights (needs --emb == --hidden)")
+    softmax: str = option("full", "output layer", choices=("full", "adaptive"))
+    cutoffs: tuple[int, ...] = option((), "adaptive softmax cut-offs, e.g. 2000,10000")
+    batch_size: int = option(64, "parallel streams per batch")
+    bptt: int = option(128, "truncated back-propagation length")
+    variable_bptt: bool = option(False, "AWD-LSTM's random BPTT lengths (learning rate scaled to match)")
+
+    def __post_init__(self) -> None:
+        for name in ("layers", "hidden", "emb", "batch_size", "bptt", "min_count", "subword_vocab", "epochs",
+                     "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"field '{name}': must be >= 1, got {getattr(self, name)}")
+        for name in ("dropout", "dropout_emb", "dropout_hidden", "weight_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"field '{name}': must be in [0, 1), got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ValueError(f"field 'lr': must be > 0, got {self.lr}")
+        if self.max_steps is not None and self.max_steps < 0:
+            raise ValueError(f"field 'max_steps': must be >= 0, got {self.max_steps}")
+        try:
+            self.model_config(vocab_size=max(self.cutoffs, default=0) + 2)
+        except ValueError as e:
+            raise ValueError(f"{e}") from None
+
+    def model_config(self, vocab_size: int) -> LMModelConfig:
+        return LMModelConfig(vocab_size=vocab_size, model=self.model, emb=self.emb, hidden=self.hidden,
+                             layers=self.layers, dropout=self.dropout, dropout_emb=self.dropout_emb,
+                             dropout_hidden=self.dropout_hidden, weight_dropout=self.weight_dropout,
+                             tie_weights=self.tie_weights, softmax=self.softmax, cutoffs=self.cutoffs)
+
+
+# The default run: char-level Tiny Shakespeare inside a few minutes on 2 CPU cores.
+DEFAULTS = {"time_budget": 180.0, "eval_every": 200}
+
+
+def bundled_shakespeare() -> str:
+    """The bundled Tiny Shakespeare text (public domain; see LICENSES/tinyshakespeare-SOURCE.md)."""
+    return resources.files("rnnkit").joinpath("resources/tinyshakespeare.txt").read_text(encoding="utf-8")
+
+
+def load_texts(cfg: LMConfig) -> tuple[str, str | None, str, str | None]:
+    """(train text, valid text or None, train name, valid name) for a config; reads and checks files."""
+    if cfg.train is None:
+        if cfg.valid is not None:
+            raise ConfigError("field 'valid': give --train too, or neither for the bundled corpus")
+        text = bundled_shakespeare()
+        cut = int(len(text) * 0.9)
+        return text[:cut], text[cut:], "bundled Tiny Shakespeare (first 90%)", "bundled Tiny Shakespeare (last 10%)"
+    train = read_text(cfg.train, what="training text")
+    valid = read_text(cfg.valid, what="validation text") if cfg.valid is not None else None
+    return train, valid, cfg.train, cfg.valid
+
+
+def encode_checked(tokenizer: Tokenizer, text: str, name: str, min_tokens: int) -> torch.Tensor:
+    ids = torch.tensor(tokenizer.encode_stream(text), dtype=torch.long)
+    if ids.numel() < min_tokens:
+        raise DataError(f"{name}: corpus too short: {ids.numel()} tokens, need at least {min_tokens} "
+                        f"(lower --batch-size or --bptt)")
+    return ids
+
+
+def eval_batches(ids: torch.Tensor, batch_size: int, bptt: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Windows that cover every next-token prediction of ``ids`` exactly once.
+
+    The n-1 (input, target) pairs are laid out row-major in ``batch_size`` contiguous rows; the tail of
+    the last rows is padding, marked by target -100, which the masked loss never counts.
+    """
+    n = ids.numel() - 1
+    rows = max(1, min(batch_size, n))
+    width = math.ceil(n / rows)
+    x = torch.zeros(rows * width, dtype=torch.long)
+    y = torch.full((rows * width,), -100, dtype=torch.long)
+    x[:n], y[:n] = ids[:-1], ids[1:]
+    x, y = x.view(rows, width), y.view(rows, width)  # (rows, width)
+    for pos in range(0, width, bptt):
+        yield x[:, pos:pos + bptt], y[:, pos:pos + bptt]
+
+
+@torch.no_grad()
+def evaluate_ids(model: LanguageModel, ids: torch.Tensor, bptt: int, device: torch.device,
+                 batch_size: int = EVAL_BATCH) -> dict[str, float]:
+    """Masked NLL over a token stream (state carried across windows): loss, perplexity, bits, tokens."""
+    was_training = model.training
+    model.eval()
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    state = None
+    for x, y in eval_batches(ids, batch_size, bptt):
+        nll, state = model.loss(x.to(device), y.to(device), state)
+        total += nll.double()
+    model.train(was_training)
+    return lm_summary(float(total), ids.numel() - 1)
+
+
+class LMTask:
+    """The engine's view of language modelling: BPTT windows over parallel streams, state carried."""
+
+    name = TASK
+
+    def __init__(self, cfg: LMConfig, train_ids: torch.Tensor, valid_ids: torch.Tensor | None,
+                 device: torch.device) -> None:
+        self.cfg, self.device = cfg, device
+        self.data = batchify(train_ids, cfg.batch_size)  # (B, N // B)
+        self.valid_ids = valid_ids
+        self.has_valid = valid_ids is not None
+
+    def _stream(self, epoch: int) -> BPTTStream:
+        return BPTTStream(self.data, self.cfg.bptt, variable=self.cfg.variable_bptt,
+                          seed=self.cfg.seed * 100_003 + epoch)
+
+    def batches_per_epoch(self) -> int:
+        return len(self._stream(0))
+
+    def train_batches(self, epoch: int, start: int) -> Iterator[Any]:
+        for i, window in enumerate(self._stream(epoch)):
+            if i >= start:
+                yield window
+
+    def train_loss(self, model: LanguageModel, batch: Any, carry: Any) -> StepResult:
+        x, y, lr_scale = batch
+        nll, state = model.loss(x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True),
+                                carry)
+        return StepResult(nll, x.numel(), state, lr_scale)
+
+    def evaluate(self, model: LanguageModel) -> dict[str, float]:
+        assert self.valid_ids is not None
+        return evaluate_ids(model, self.valid_ids, self.cfg.bptt, self.device)
+
+
+# --- the Python API ----------------------------------------------------------------------------------
+
+@dataclass
+class LMRun:
+    """A trained language model loaded from a run folder: evaluate it and generate from it."""
+
+    path: Path
+    config: LMConfig
+    tokenizer: Tokenizer
+    model: LanguageModel
+    device: torch.device
+    checkpoint: str = "best"
+
+    def evaluate(self, text_or_path: str | Path | None = None, *, text: str | None = None) -> dict[str, float]:
+        """Loss (nats per token), perplexity, bits per token and token count on a file or a text.
+
+        With no argument: the run's validation text (for the bundled corpus, its last 10%).
+        """
+        if text is None:
+            if text_or_path is None:
+                _, text, _, valid_name = load_texts(self.config)
+                if text is None:
+                    raise ConfigError("field 'test': the run has no validation text; give a test file")
+            else:
+                text = read_text(text_or_path, what="test text")
+        name = str(text_or_path) if text_or_path is not None else "text"
+        ids = encode_checked(self.tokenizer, text, name, min_tokens=2)
+        return evaluate_ids(self.model, ids, self.config.bptt, self.device)
+
+    def unknown_symbols(self, prompt: str) -> list[str]:
+        return self.tokenizer.unknown(prompt)
+
+    def generate(self, prompt: str = "", length: int = 200, *, temperature: float = 1.0, top_k: int = 0,
+                 top_p: float = 1.0, seed: int | None = None, num_samples: int = 1) -> list[str]:
+        """Continue ``prompt`` by ``length`` tokens; returns the generated text of each sample
+        (the prompt not repeated). Unknown prompt symbols map to <unk> (see :meth:`unknown_symbols`)."""
+        ids = self.tokenizer.encode_stream(prompt) if prompt else []
+        if self.tokenizer.level != "char" and ids and prompt and not prompt.endswith("\n"):
+            eos = self.tokenizer.vocab.eos_id
+            if eos is not None and ids[-1] == eos:
+                ids = ids[:-1]  # a prompt is an unfinished line: no <eos> after it
+        if not ids:  # start a new line
+            ids = self.tokenizer.encode_stream("\n") or [self.tokenizer.vocab.eos_id]
+        out = sample_tokens(self.model, ids, length, temperature=temperature, top_k=top_k, top_p=top_p,
+                            seed=seed, num_samples=num_samples)
+        return [self.tokenizer.decode_stream(sample) for sample in out]
+
+
+def _build(cfg: LMConfig, tokenizer: Tokenizer, device: torch.device) -> LanguageModel:
+    return LanguageModel(cfg.model_config(len(tokenizer.vocab))).to(device)
+
+
+def prepare(cfg: LMConfig) -> tuple[Tokenizer, torch.Tensor, torch.Tensor | None]:
+    """Read, check and encode the data of a config (nothing is written)."""
+    train_text, valid_text, train_name, valid_name = load_texts(cfg)
+    tokenizer = build_tokenizer(cfg.level, [train_text], min_count=cfg.min_count, max_size=cfg.max_vocab,
+                                subword_vocab_size=cfg.subword_vocab)
+    train_ids = encode_checked(tokenizer, train_text, train_name, min_tokens=cfg.batch_size * 2)
+    valid_ids = encode_checked(tokenizer, valid_text, valid_name, 2) if valid_text is not None else None
+    if cfg.softmax == "adaptive" and max(cfg.cutoffs) >= len(tokenizer.vocab) - 1:
+        raise ConfigError(f"field 'cutoffs': {list(cfg.cutoffs)} must stay below the vocabulary size "
+                          f"{len(tokenizer.vocab)} - 1")
+    return tokenizer, train_ids, valid_ids
+
+
+def make_config(config: LMConfig | None = None, **overrides: Any) -> LMConfig:
+    """An :class:`LMConfig` from keyword arguments (checked like flags), on top of ``config`` if given."""
+    base = dataclasses.asdict(config) if config is not None else {**DEFAULTS}
+    return build_config(LMConfig, {**base, **overrides}, source="keyword arguments")
+
+
+def train(config: LMConfig | None = None, *, overwrite: bool = False, progress: bool = True,
+          **overrides: Any) -> LMRun:
+    """Train a language model into ``config.out`` and return the loaded best checkpoint.
+
+    Fields may be given as keyword arguments (``train(hidden=512, max_steps=100)``) or as a config.
+    """
+    cfg = config if config is not None and not overrides else make_config(config, **overrides)
+    out = Path(cfg.out)
+    runs.check_out_dir(out, overwrite=overwrite)
+    device = resolve_device(cfg.device)
+    runs.setup_torch(cfg.seed, cfg.threads)
+    tokenizer, train_ids, valid_ids = prepare(cfg)  # every input is checked before the folder is touched
+    runs.create_run_dir(out, overwrite=overwrite)
+    runs.save_run_config(out, cfg, TASK)
+    runs.write_json(out / runs.TOKENIZER, tokenizer.to_dict())
+    torch.manual_seed(cfg.seed)
+    model = _build(cfg, tokenizer, device)
+    trainer = _trainer(cfg, model, tokenizer, train_ids, valid_ids, device, out, progress)
+    trainer.fit()
+    _report_stop(trainer, out)
+    return load(out)
+
+
+def resume(run_dir: str | Path, *, progress: bool = True, **overrides: Any) -> LMRun:
+    """Continue a run from its ``last`` checkpoint; only stopping, device and thread fields may change."""
+    out = Path(run_dir)
+    saved = runs.load_run_config(out, LMConfig, TASK)
+    checked = build_config(LMConfig, {**dataclasses.asdict(saved), **overrides}, source="flags")
+    cfg = runs.resume_config(saved, {k: getattr(checked, k) for k in overrides})
+    ckpt = runs.load_checkpoint(out, "last", TASK)
+    device = resolve_device(cfg.device)
+    runs.setup_torch(cfg.seed, cfg.threads)
+    tokenizer = _load_tokenizer(out)
+    train_text, valid_text, train_name, valid_name = load_texts(cfg)
+    train_ids = encode_checked(tokenizer, train_text, train_name, min_tokens=cfg.batch_size * 2)
+    valid_ids = encode_checked(tokenizer, valid_text, valid_name, 2) if valid_text is not None else None
+    model = _build(cfg, tokenizer, device)
+    trainer = _trainer(cfg, model, tokenizer, train_ids, valid_ids, device, out, progress)
+    trainer.restore(ckpt)
+    runs.truncate_metrics(out, trainer.state.step)
+    runs.save_run_config(out, cfg, TASK)
+    trainer.fit()
+    _report_stop(trainer, out)
+    return load(out)
+
+
+def _trainer(cfg: LMConfig, model: LanguageModel, tokenizer: Tokenizer, train_ids: torch.Tensor,
+             valid_ids: torch.Tensor | None, device: torch.device, out: Path, progress: bool) -> Trainer:
+    task = LMTask(cfg, train_ids, valid_ids, device)
+    meta = {"task": TASK, "model_config": model.config.to_dict()}
+    return Trainer(model, task, cfg, out, meta, device, progress=progress)
+
+
+def _report_stop(trainer: Trainer, out: Path) -> None:
+    s = trainer.state
+    why = {"max_steps": "reached --max-steps", "time_budget": "time budget used up", "epochs": "all epochs done",
+           "early_stopping": "early stopping (validation loss stopped improving)",
+           "interrupted": "interrupted"}[trainer.stop_reason]
+    print(f"rnnkit: stopped after step {s.step} ({why}); {trainer.steps_this_run} steps in this run, "
+          f"{s.elapsed_s:.0f}s of training in all; run folder {out}", file=sys.stderr)
+    if trainer.stop_reason == "interrupted":
+        print(f"rnnkit: resume with: rnnkit lm train --resume {out}", file=sys.stderr)
+
+
+def _load_tokenizer(run_dir: Path) -> Tokenizer:
+    data = runs.read_json(run_dir / runs.TOKENIZER, "tokenizer")
+    try:
+        return tokenizer_from_dict(data)
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{run_dir / runs.TOKENIZER}: damaged tokenizer ({e})") from None
+
+
+def load(run_dir: str | Path, checkpoint: str = "best", device: str = "auto") -> LMRun:
+    """Load a trained run (its ``best`` checkpoint unless ``checkpoint='last'``)."""
+    out = Path(run_dir)
+    cfg = runs.load_run_config(out, LMConfig, TASK)
+    tokenizer = _load_tokenizer(out)
+    ckpt = runs.load_checkpoint(out, checkpoint, TASK)
+    dev = resolve_device(device)
+    try:
+        model_cfg = LMModelConfig.from_dict(ckpt.meta["model_config"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{ckpt.path}: damaged model config ({e})") from None
+    if model_cfg.vocab_size != len(tokenizer.vocab):
+        raise CheckpointError(f"{ckpt.path}: model has a vocabulary of {model_cfg.vocab_size}, the "
+                                   f"run's tokenizer {len(tokenizer.vocab)}")
+    model = LanguageModel(model_cfg).to(dev)
+    load_model_state(model, ckpt)
+    model.eval()
+    return LMRun(out, cfg, tokenizer, model, dev, checkpoint)

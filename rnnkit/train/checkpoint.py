@@ -1,0 +1,184 @@
+"""Checkpoint files: one safetensors file per checkpoint, written atomically, never a pickle.
+
+A checkpoint ``RUN/<name>.safetensors`` holds tensors under prefixed keys (``model.*`` the model's state
+dict, ``optim.*`` the optimiser's tensors, ``rng.*`` random-generator states, ``carry.*`` the carried
+recurrent state) and, in the safetensors header's metadata, one JSON document (key ``rnnkit``) with
+everything else: format version, rnnkit version, task name, the loop counters and the optimiser's and
+schedule's plain values. Loading uses :func:`safetensors.torch.load_file`, which cannot run code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from rnnkit import __version__
+from rnnkit.errors import CheckpointError
+
+FORMAT_VERSION = 1
+SUFFIX = ".safetensors"
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint: its JSON metadata and its tensors by prefix."""
+
+    path: Path
+    meta: dict[str, Any]
+    tensors: dict[str, torch.Tensor]
+
+    def group(self, prefix: str) -> dict[str, torch.Tensor]:
+        """Tensors whose key starts with ``prefix + '.'``, with the prefix removed."""
+        p = prefix + "."
+        return {k[len(p):]: v for k, v in self.tensors.items() if k.startswith(p)}
+
+
+def checkpoint_path(run_dir: str | Path, name: str) -> Path:
+    return Path(run_dir) / f"{name}{SUFFIX}"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and a rename, so readers never see half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def save_checkpoint(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    """Write one checkpoint atomically (temporary file in the same folder, fsync, rename)."""
+    meta = {"format_version": FORMAT_VERSION, "rnnkit_version": __version__, **meta}
+    # clone: safetensors refuses tensors that share memory (tied weights) and non-contiguous views
+    flat = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file(flat, str(tmp), metadata={"rnnkit": json.dumps(meta)})
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path, *, task: str | None = None) -> Checkpoint:
+    """Load a checkpoint written by :func:`save_checkpoint`; errors name the file.
+
+    Raises:
+        CheckpointError: the file is missing, damaged, not an rnnkit checkpoint, or of another task.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint")
+    try:
+        tensors = load_file(str(path))
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            header = f.metadata() or {}
+        meta = json.loads(header["rnnkit"])
+    except (SafetensorError, OSError, KeyError, ValueError, RuntimeError) as e:
+        msg = " ".join(str(e).split())[:120]
+        raise CheckpointError(f"{path}: damaged or not an rnnkit checkpoint ({msg})") from None
+    if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: unsupported checkpoint format {meta.get('format_version')!r}")
+    if task is not None and meta.get("task") != task:
+        raise CheckpointError(f"{path}: checkpoint is for task '{meta.get('task')}', not '{task}'")
+    return Checkpoint(path, meta, tensors)
+
+
+def load_model_state(model: torch.nn.Module, ckpt: Checkpoint) -> None:
+    """Load ``model.*`` tensors into ``model``; a shape or name mismatch is a CheckpointError."""
+    state = ckpt.group("model")
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    if missing or unexpected:
+        what = f"missing parameter '{missing[0]}'" if missing else f"unexpected parameter '{unexpected[0]}'"
+        raise CheckpointError(f"{ckpt.path}: checkpoint does not fit this model ({what})")
+    for k, v in state.items():
+        if own[k].shape != v.shape:
+            raise CheckpointError(f"{ckpt.path}: parameter '{k}' has shape {tuple(v.shape)} in the "
+                                  f"checkpoint, the model expects {tuple(own[k].shape)}")
+    model.load_state_dict(state)
+
+
+# --- optimiser state <-> (tensors, json) -----------------------------------------------------------
+
+def optimizer_to_flat(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Split an optimiser state dict into tensors (``<param>.<key>``) and JSON-ready values."""
+    sd = opt.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    plain: dict[str, dict[str, Any]] = {}
+    for idx, entry in sd["state"].items():
+        for key, value in entry.items():
+            if torch.is_tensor(value):
+                tensors[f"{idx}.{key}"] = value
+            else:
+                plain.setdefault(str(idx), {})[key] = value
+    return tensors, {"param_groups": sd["param_groups"], "plain": plain}
+
+
+def optimizer_from_flat(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor],
+                        meta: dict[str, Any]) -> None:
+    state: dict[int, dict[str, Any]] = {}
+    for name, value in tensors.items():
+        idx, key = name.split(".", 1)
+        state.setdefault(int(idx), {})[key] = value
+    for idx, entry in meta["plain"].items():
+        state.setdefault(int(idx), {}).update(entry)
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+# --- carried recurrent state (None, a tensor, or a tuple of tensors, nested) -------------------------
+
+def carry_to_flat(carry: Any) -> tuple[dict[str, torch.Tensor], Any]:
+    """Flatten a nested tuple of tensors into ``{i: tensor}`` and a JSON structure to rebuild it."""
+    tensors: dict[str, torch.Tensor] = {}
+
+    def walk(x: Any) -> Any:
+        if x is None:
+            return None
+        if torch.is_tensor(x):
+            key = str(len(tensors))
+            tensors[key] = x
+            return key
+        if isinstance(x, (tuple, list)):
+            return [walk(v) for v in x]
+        raise TypeError(f"cannot checkpoint a carry of type {type(x).__name__}")
+
+    return tensors, walk(carry)
+
+
+def carry_from_flat(tensors: dict[str, torch.Tensor], structure: Any, device: torch.device) -> Any:
+    if structure is None:
+        return None
+    if isinstance(structure, str):
+        return tensors[structure].to(device)
+    return tuple(carry_from_flat(tensors, s, device) for s in structure)
+
+
+# --- random-generator states ------------------------------------------------------------------------
+
+def rng_to_flat() -> dict[str, torch.Tensor]:
+    out = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            out[f"cuda.{i}"] = s
+    return out
+
+
+def rng_from_flat(tensors: dict[str, torch.Tensor]) -> None:
+    torch.set_rng_state(tensors["torch"])
+    cuda = sorted((int(k.split(".")[1]), v) for k, v in tensors.items() if k.startswith("cuda."))
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([v for _, v in cuda][: torch.cuda.device_count()])

@@ -1,0 +1,215 @@
+"""Typed run configuration: one frozen dataclass per task, built from a config file and flags.
+
+A task's config is a frozen dataclass that inherits the training fields of :class:`TrainConfig`. The CLI
+derives its flags from the fields (``help`` and ``choices`` live in field metadata), a config file
+(TOML or YAML) may set the same fields, and flags win over the file. Unknown keys, ill-typed values and
+values outside ``choices`` raise :class:`~rnnkit.errors.ConfigError` naming the field (and the file).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import re
+import sys
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from rnnkit.errors import ConfigError
+
+C = TypeVar("C")
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*$")
+
+
+def parse_duration(value: str | float | int) -> float:
+    """Parse ``N[s|m|h]`` (seconds when no unit) into seconds; numbers pass through."""
+    if isinstance(value, bool):
+        raise ValueError(f"not a duration: {value!r}")
+    if isinstance(value, (int, float)):
+        if value <= 0 or not math.isfinite(value):
+            raise ValueError(f"duration must be positive, got {value!r}")
+        return float(value)
+    m = _DURATION.match(str(value))
+    if not m:
+        raise ValueError(f"not a duration (expected N[s|m|h], e.g. 90s, 10m, 1.5h): {value!r}")
+    seconds = float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[m.group(2)]
+    if seconds <= 0:
+        raise ValueError(f"duration must be positive, got {value!r}")
+    return seconds
+
+
+def option(default: Any, help: str, *, choices: tuple | None = None, duration: bool = False,
+           flag: str | None = None) -> Any:
+    """A config field: default plus the CLI help text and, optionally, its allowed values."""
+    meta = {"help": help, "choices": choices, "duration": duration, "flag": flag}
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training-loop settings shared by every task (the engine reads only these)."""
+
+    optimizer: str = option("adam", "optimiser", choices=("adam", "adamw", "sgd"))
+    lr: float = option(2e-3, "learning rate")
+    weight_decay: float = option(0.0, "weight decay (L2 for adam/sgd, decoupled for adamw)")
+    momentum: float = option(0.0, "SGD momentum")
+    scheduler: str = option("none", "learning-rate schedule: plateau = divide by --lr-decay when the valid "
+                            "loss stops improving; cosine = linear warm-up then cosine to 0; step = Zaremba "
+                            "et al.: multiply by --lr-decay every epoch from --decay-start on",
+                            choices=("none", "plateau", "cosine", "step"))
+    lr_decay: float = option(0.5, "multiplier for plateau and step schedules")
+    decay_start: int = option(4, "first epoch (1-based) that the step schedule decays after")
+    warmup_steps: int = option(0, "linear warm-up steps (cosine schedule)")
+    patience: int = option(3, "early stopping: evaluations without improvement before stopping (0 = off)")
+    clip: float = option(5.0, "clip gradients to this global norm (0 = off)")
+    epochs: int = option(10, "maximum number of epochs")
+    max_steps: int | None = option(None, "stop after this many optimiser steps in total")
+    time_budget: float | None = option(None, "stop training after this wall time, N[s|m|h]", duration=True)
+    eval_every: int = option(0, "evaluate on --valid every N steps (0 = at the end of each epoch)")
+    log_every: int = option(50, "write a metrics line every N steps")
+    seed: int = option(1, "random seed (model init, dropout, shuffling, sampling)")
+    threads: int | None = option(None, "CPU threads for torch (default: torch's choice)")
+    device: str = option("auto", "auto, cpu, cuda or cuda:N")
+
+
+def field_type(cls: type, name: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    return hints[name]
+
+
+def base_type(tp: Any) -> tuple[type, bool]:
+    """(underlying type, optional?) of ``int``, ``int | None``, ``Optional[int]``..."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) != 1:
+            raise TypeError(f"unsupported config type {tp}")
+        return args[0], True
+    return tp, False
+
+
+def coerce(cls: type, name: str, value: Any, source: str) -> Any:
+    """Check and convert one value for field ``name`` of ``cls``; raise ConfigError naming it."""
+    f = {f.name: f for f in dataclasses.fields(cls)}[name]
+    base, optional = base_type(field_type(cls, name))
+    where = f"{source}: field '{name}'"
+    if value is None or (isinstance(value, str) and value.lower() in ("none", "null") and optional):
+        if optional:
+            return None
+        raise ConfigError(f"{where}: a value is required")
+    if f.metadata.get("duration"):
+        try:
+            return parse_duration(value)
+        except ValueError as e:
+            raise ConfigError(f"{where}: {e}") from None
+    try:
+        if base is bool:
+            if isinstance(value, bool):
+                out = value
+            elif isinstance(value, str) and value.lower() in ("true", "yes", "1", "on", "false", "no", "0", "off"):
+                out = value.lower() in ("true", "yes", "1", "on")
+            else:
+                raise ValueError
+        elif base is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            out = int(value)
+        elif base is float:
+            if isinstance(value, bool):
+                raise ValueError
+            out = float(value)
+            if not math.isfinite(out):
+                raise ValueError
+        elif base is str:
+            if not isinstance(value, str):
+                raise ValueError
+            out = value
+        elif typing.get_origin(base) is tuple:
+            if isinstance(value, str):
+                value = [v for v in re.split(r"[,\s]+", value.strip()) if v]
+            if not isinstance(value, (list, tuple)):
+                raise ValueError
+            out = tuple(int(v) for v in value)
+        else:
+            raise TypeError(f"unsupported config type {base}")
+    except (ValueError, TypeError):
+        raise ConfigError(f"{where}: expected {_type_name(base)}, got {value!r}") from None
+    choices = f.metadata.get("choices")
+    if choices and out not in choices:
+        raise ConfigError(f"{where}: {out!r} is not one of {', '.join(map(str, choices))}")
+    return out
+
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is tuple:
+        return "a list of integers"
+    return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(tp, str(tp))
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a TOML (``.toml``) or YAML (``.yaml``/``.yml``) file into a flat dict of fields."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read config file ({e.__class__.__name__})") from None
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".toml":
+            if sys.version_info >= (3, 11):
+                import tomllib
+            else:  # pragma: no cover - exercised on Python 3.10 only
+                import tomli as tomllib
+            data = tomllib.loads(text)
+        elif suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text)
+            if data is None:
+                data = {}
+        else:
+            raise ConfigError(f"{path}: config files must end in .toml, .yaml or .yml")
+    except ConfigError:
+        raise
+    except Exception as e:  # parser errors carry the line in their message
+        msg = " ".join(str(e).split())
+        raise ConfigError(f"{path}: ill-formed config: {msg}") from None
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{path}: the config must be a table of field = value")
+    return {str(k).replace("-", "_"): v for k, v in data.items()}
+
+
+def build_config(cls: type[C], values: Mapping[str, Any], source: str = "config") -> C:
+    """Build ``cls`` from ``values`` (field -> raw value), checking names and types."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ConfigError(f"{source}: unknown field '{unknown[0]}'")
+    kwargs = {k: coerce(cls, k, v, source) for k, v in values.items()}
+    try:
+        cfg = cls(**kwargs)
+    except ValueError as e:  # __post_init__ cross-field checks
+        raise ConfigError(f"{source}: {e}") from None
+    return cfg
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    """JSON-ready dict of a config dataclass."""
+    out = {}
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        out[f.name] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
+def save_config(cfg: Any, path: Path) -> None:
+    path.write_text(json.dumps(config_to_dict(cfg), indent=2) + "\n", encoding="utf-8")
+

@@ -1,0 +1,133 @@
+"""Run folders: creating, refusing to clobber, resuming and loading them. Shared by every task.
+
+A run folder holds::
+
+    config.json          the resolved config (every field)
+    tokenizer.json       vocabularies / tokenizers (task-specific content)
+    metrics.jsonl        one JSON object per logged step and per evaluation
+    best.safetensors     the checkpoint with the lowest validation loss (or the latest, with no --valid)
+    last.safetensors     the latest checkpoint, for --resume
+    curves.png           written by ``rnnkit plot``
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+
+from rnnkit.errors import CheckpointError, ConfigError
+from rnnkit.train import checkpoint as ck
+from rnnkit.train.config import build_config, config_to_dict
+
+C = TypeVar("C")
+
+CONFIG = "config.json"
+TOKENIZER = "tokenizer.json"
+METRICS = "metrics.jsonl"
+RUN_FILES = (CONFIG, TOKENIZER, METRICS, "best.safetensors", "last.safetensors", "curves.png")
+
+# the only fields a resumed run may change: when and where it stops and what it runs on
+RESUME_FIELDS = ("max_steps", "time_budget", "epochs", "device", "threads")
+
+
+def is_run(path: Path) -> bool:
+    return any((path / name).exists() for name in RUN_FILES)
+
+
+def check_out_dir(out: Path, *, overwrite: bool) -> None:
+    """Refuse an output folder that already holds a run, unless ``overwrite``; touches nothing."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"field 'out': {out} exists and is not a folder")
+    if out.is_dir() and is_run(out) and not overwrite:
+        raise ConfigError(f"field 'out': {out} already holds a run; pass --overwrite to replace it or "
+                          f"--resume {out} to continue it")
+
+
+def create_run_dir(out: Path, *, overwrite: bool) -> None:
+    """Make ``out`` ready for a new run (after all inputs were validated): removes only run files."""
+    check_out_dir(out, overwrite=overwrite)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in RUN_FILES:
+        p = out / name
+        if p.is_dir():
+            shutil.rmtree(p)
+        elif p.exists():
+            p.unlink()
+
+
+def write_json(path: Path, obj: Any) -> None:
+    ck.atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+
+def read_json(path: Path, what: str) -> Any:
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing ({what}); is {path.parent} an rnnkit run folder?")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path}: damaged {what} ({e})") from None
+
+
+def load_run_config(run_dir: Path, cls: type[C], task: str) -> C:
+    """The saved config of a run; a run of another task is a CheckpointError."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise CheckpointError(f"{run_dir}: no such run folder")
+    data = read_json(run_dir / CONFIG, "run config")
+    if not isinstance(data, dict) or data.get("task") != task:
+        other = data.get("task") if isinstance(data, dict) else None
+        raise CheckpointError(f"{run_dir / CONFIG}: this is a run of task '{other}', not '{task}'")
+    try:
+        return build_config(cls, {k: v for k, v in data.items() if k != "task"}, source=str(run_dir / CONFIG))
+    except ConfigError as e:
+        raise CheckpointError(str(e)) from None
+
+
+def save_run_config(run_dir: Path, cfg: Any, task: str) -> None:
+    write_json(Path(run_dir) / CONFIG, {"task": task, **config_to_dict(cfg)})
+
+
+def resume_config(saved: C, overrides: dict[str, Any]) -> C:
+    """The saved config with only the stopping, device and thread fields replaced."""
+    bad = sorted(set(overrides) - set(RESUME_FIELDS))
+    if bad:
+        raise ConfigError(f"field '{bad[0]}': --resume takes only {', '.join(RESUME_FIELDS)}; everything "
+                          f"else comes from the run's saved config")
+    return dataclasses.replace(saved, **overrides)
+
+
+def load_checkpoint(run_dir: Path, name: str, task: str) -> ck.Checkpoint:
+    """``best`` or ``last`` of a run, with a clear error when the run has none."""
+    path = ck.checkpoint_path(run_dir, name)
+    if not path.is_file():
+        raise CheckpointError(f"{Path(run_dir)}: no '{name}' checkpoint ({path.name} is missing)")
+    return ck.load_checkpoint(path, task=task)
+
+
+def setup_torch(seed: int, threads: int | None) -> None:
+    """Seed torch's generators (before any model is built) and set the CPU thread count."""
+    if threads is not None:
+        if threads < 1:
+            raise ConfigError(f"field 'threads': must be >= 1, got {threads}")
+        torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+
+
+def truncate_metrics(run_dir: Path, step: int) -> None:
+    """Drop metric lines logged after ``step`` (a run killed after its last checkpoint), before resuming."""
+    path = Path(run_dir) / METRICS
+    if not path.is_file():
+        return
+    keep = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            if json.loads(line).get("step", 0) <= step:
+                keep.append(line)
+        except json.JSONDecodeError:
+            continue
+    ck.atomic_write_text(path, "".join(x + "\n" for x in keep))
