@@ -8,6 +8,7 @@ Modules: :mod:`~rnnkit.data.files` (read text with file:line errors), :mod:`~rnn
 
 from rnnkit.data.batching import length_batches, pad_batch, padding_fraction, restore_order
 from rnnkit.data.files import read_lines, read_text
+from rnnkit.data.lm import BPTTStream, BPTTWindow, batchify, load_stream
 from rnnkit.data.tokenize import (
     LEVELS,
     CharTokenizer,
@@ -20,6 +21,10 @@ from rnnkit.data.tokenize import (
 from rnnkit.data.vocab import Vocab
 
 __all__ = [
+    "BPTTStream",
+    "BPTTWindow",
+    "batchify",
+    "load_stream",
     "LEVELS",
     "CharTokenizer",
     "SubwordTokenizer",
