@@ -242,8 +242,11 @@ def _build(cfg: LMConfig, tokenizer: Tokenizer, device: torch.device) -> Languag
 def prepare(cfg: LMConfig) -> tuple[Tokenizer, torch.Tensor, torch.Tensor | None]:
     """Read, check and encode the data of a config (nothing is written)."""
     train_text, valid_text, train_name, valid_name = load_texts(cfg)
-    tokenizer = build_tokenizer(cfg.level, [train_text], min_count=cfg.min_count, max_size=cfg.max_vocab,
-                                subword_vocab_size=cfg.subword_vocab)
+    try:
+        tokenizer = build_tokenizer(cfg.level, [train_text], min_count=cfg.min_count, max_size=cfg.max_vocab,
+                                    subword_vocab_size=cfg.subword_vocab)
+    except ValueError as e:  # settings that do not fit the level (e.g. max_vocab with subwords)
+        raise ConfigError(f"field 'level': {e}") from None
     train_ids = encode_checked(tokenizer, train_text, train_name, min_tokens=cfg.batch_size * 2)
     valid_ids = encode_checked(tokenizer, valid_text, valid_name, 2) if valid_text is not None else None
     if cfg.softmax == "adaptive" and max(cfg.cutoffs) >= len(tokenizer.vocab) - 1:
@@ -337,13 +340,14 @@ def load(run_dir: str | Path, checkpoint: str = "best", device: str = "auto") ->
     tokenizer = _load_tokenizer(out)
     ckpt = runs.load_checkpoint(out, checkpoint, TASK)
     dev = resolve_device(device)
-    try:
-        model_cfg = LMModelConfig.from_dict(ckpt.meta["model_config"])
-    except (KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"{ckpt.path}: damaged model config ({e})") from None
-    if model_cfg.vocab_size != len(tokenizer.vocab):
-        raise CheckpointError(f"{ckpt.path}: model has a vocabulary of {model_cfg.vocab_size}, the "
-                                   f"run's tokenizer {len(tokenizer.vocab)}")
+    model_cfg = cfg.model_config(len(tokenizer.vocab))
+    saved = ckpt.meta.get("model_config")
+    if saved != model_cfg.to_dict():
+        diff = next((k for k, v in model_cfg.to_dict().items() if not isinstance(saved, dict) or saved.get(k) != v),
+                    "model_config")
+        got = saved.get(diff) if isinstance(saved, dict) else None
+        raise CheckpointError(f"{ckpt.path}: checkpoint is for another model ({diff} = {got!r}, the run's "
+                              f"config says {getattr(model_cfg, diff, None)!r})")
     model = LanguageModel(model_cfg).to(dev)
     load_model_state(model, ckpt)
     model.eval()
