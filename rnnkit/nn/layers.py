@@ -1,129 +1,349 @@
-"""Recurrent layers RNN, LSTM and GRU: torch.nn-compatible, with per-sequence lengths."""
+r"""Recurrent layers RNN, LSTM and GRU: torch.nn-compatible, with lengths, regularisers and two engines.
+
+Each layer holds its parameters exactly as ``torch.nn.RNN/LSTM/GRU`` does (it subclasses
+``torch.nn.RNNBase``): the same constructor arguments and defaults, the same names (``weight_ih_l0``,
+``weight_hh_l1_reverse``, ...), shapes, initialisation and ``state_dict``, so a state dict loads both ways.
+
+Engines. ``"fused"`` calls torch's own kernels (``torch._VF.lstm/gru/rnn_tanh/rnn_relu``: cuDNN on GPU,
+the native/oneDNN path on CPU), the ones ``torch.nn`` calls. ``"generic"`` runs the matching cell of
+:mod:`rnnkit.nn.cells` through :func:`rnnkit.nn.recurrent.run_stack` (a Python time loop with the input
+projection hoisted out of it). ``engine="auto"`` (default) uses the fused kernels unless ``layer_norm=True``;
+weight dropout and locked dropout stay on the fused kernels (the weight or the activations are dropped,
+then the kernel is called, as AWD-LSTM does). ``layer.last_engine`` names the engine of the last forward.
+
+Extra keyword-only options (all off by default, active in ``train()``, identity in ``eval()``):
+
+* ``weight_dropout=p``: DropConnect on every ``weight_hh``: one mask per matrix per forward pass, the
+  registered parameter stays the raw weight (so ``state_dict`` is unchanged).
+* ``input_dropout=p`` / ``output_dropout=p``: locked dropout on the layer's input / last layer's output
+  features: one mask per sequence and feature, constant over time.
+* ``variational_dropout=True``: the between-layer ``dropout`` uses one mask per sequence and feature,
+  constant over time, instead of torch's fresh mask per element (the fused engine then runs layer by layer).
+* ``layer_norm=True`` (LSTM and GRU): :class:`~rnnkit.nn.cells.LayerNormLSTMCell` /
+  :class:`~rnnkit.nn.cells.LayerNormGRUCell` per layer; extra parameters ``ln_ih_weight_l0``,
+  ``ln_ih_bias_l0``, ``ln_hh_weight_l0``, ... (LSTM also ``ln_cell_*``); generic engine only.
+
+Random draws in a training forward come in this order: weight-dropout masks (``weight_hh_l0``,
+``weight_hh_l0_reverse``, ``weight_hh_l1``, ...), the input mask, between-layer masks, the output mask.
+"""
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
-from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+from torch.nn.utils.rnn import PackedSequence
+
+from rnnkit.nn.cells import GRUCell, LayerNormGRUCell, LayerNormLSTMCell, LSTMCell, RNNCell
+from rnnkit.nn.dropout import check_probability, weight_drop
+from rnnkit.nn.recurrent import SequenceBatch, check_sequence_input, run_stack
 
 State = Tensor | tuple[Tensor, Tensor]
 
+_KERNELS = {
+    "LSTM": torch._VF.lstm,
+    "GRU": torch._VF.gru,
+    "RNN_TANH": torch._VF.rnn_tanh,
+    "RNN_RELU": torch._VF.rnn_relu,
+}
+ENGINES = ("auto", "fused", "generic")
+
+
+class _CellStack(torch.nn.Module):
+    """The generic engine's cells, run with the layer's tensors through ``torch.func.functional_call``."""
+
+    def __init__(self, cells: list[torch.nn.Module]) -> None:
+        super().__init__()
+        self.cells = torch.nn.ModuleList(cells)
+
+    def forward(self, data, sizes, states, num_directions, between):  # noqa: ANN001, ANN201
+        return run_stack(self.cells, data, sizes, states, num_directions, between)
+
 
 class _RecurrentLayer(torch.nn.RNNBase):
-    """Shared body of RNN, LSTM and GRU (parameters held exactly as torch.nn holds them)."""
+    """Shared body of RNN, LSTM and GRU."""
 
     def __init__(
         self,
         mode: str,
         input_size: int,
         hidden_size: int,
-        num_layers: int = 1,
-        bias: bool = True,
-        batch_first: bool = False,
-        dropout: float = 0.0,
-        bidirectional: bool = False,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
+        num_layers: int,
+        bias: bool,
+        batch_first: bool,
+        dropout: float,
+        bidirectional: bool,
+        *,
+        weight_dropout: float,
+        input_dropout: float,
+        output_dropout: float,
+        variational_dropout: bool,
+        layer_norm: bool,
+        engine: str,
+        device: torch.device | str | None,
+        dtype: torch.dtype | None,
     ) -> None:
+        name = type(self).__name__
+        if engine not in ENGINES:
+            raise ValueError(f"{name}: engine must be one of {ENGINES}, got {engine!r}")
+        if layer_norm and mode not in ("LSTM", "GRU"):
+            raise ValueError(f"{name}: layer_norm is available for LSTM and GRU, not {mode}")
+        if layer_norm and engine == "fused":
+            raise ValueError(f"{name}: layer_norm=True needs the generic engine; got engine='fused'")
         super().__init__(
             mode, input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
             device=device, dtype=dtype,
         )
+        self.weight_dropout = check_probability(f"{name}: weight_dropout", weight_dropout)
+        self.input_dropout = check_probability(f"{name}: input_dropout", input_dropout)
+        self.output_dropout = check_probability(f"{name}: output_dropout", output_dropout)
+        self.variational_dropout = bool(variational_dropout)
+        self.layer_norm = bool(layer_norm)
+        self.engine = engine
         self.last_engine: str | None = None
+        if layer_norm:
+            for layer, suffix, cell in self._layer_cells(device="meta", dtype=dtype):
+                for pname, param in cell.named_parameters():
+                    if pname.startswith("ln_"):
+                        value = torch.ones if pname.endswith("_weight") else torch.zeros
+                        tensor = value(param.shape, device=device, dtype=dtype)
+                        self.register_parameter(f"{pname}_l{layer}{suffix}", torch.nn.Parameter(tensor))
 
     @property
     def num_directions(self) -> int:
         return 2 if self.bidirectional else 1
 
-    def _check_input(self, input: Tensor, lengths: Tensor | None) -> tuple[int, int, Tensor | None]:
-        if input.dim() != 3:
-            layout = "(B, T, H_in)" if self.batch_first else "(T, B, H_in)"
-            raise ValueError(
-                f"{type(self).__name__}: expected a 3-D input {layout} with H_in={self.input_size}, "
-                f"got shape {tuple(input.shape)}"
-            )
-        if input.size(-1) != self.input_size:
-            raise ValueError(
-                f"{type(self).__name__}: expected input feature size H_in={self.input_size}, "
-                f"got input of shape {tuple(input.shape)}"
-            )
-        batch, steps = (input.size(0), input.size(1)) if self.batch_first else (input.size(1), input.size(0))
-        if steps < 1:
-            raise ValueError(
-                f"{type(self).__name__}: expected at least one time step, got shape {tuple(input.shape)}"
-            )
-        if lengths is None:
-            return batch, steps, None
-        if lengths.dim() != 1 or lengths.numel() != batch:
-            raise ValueError(
-                f"{type(self).__name__}: expected lengths of shape ({batch},) (one per sequence), "
-                f"got shape {tuple(lengths.shape)}"
-            )
-        if lengths.dtype.is_floating_point or lengths.dtype.is_complex or lengths.dtype == torch.bool:
-            raise ValueError(f"{type(self).__name__}: expected integer lengths, got dtype {lengths.dtype}")
-        lengths_cpu = lengths.to("cpu", torch.int64)
-        low, high = int(lengths_cpu.min()), int(lengths_cpu.max())
-        if low < 1 or high > steps:
-            raise ValueError(
-                f"{type(self).__name__}: expected every length in [1, T={steps}], "
-                f"got min {low} and max {high}"
-            )
-        return batch, steps, lengths_cpu
+    def reset_parameters(self) -> None:
+        """torch.nn init: every weight and bias uniform in (-1/sqrt(H), 1/sqrt(H)); LN gains 1, shifts 0."""
+        super().reset_parameters()
+        for pname, param in self.named_parameters(recurse=False):
+            if pname.startswith("ln_"):
+                torch.nn.init.ones_(param) if "_weight_" in pname else torch.nn.init.zeros_(param)
 
-    def _check_state(self, state: State | None, batch: int, input: Tensor) -> list[Tensor]:
+    def _make_cell(self, input_size: int, device: torch.device | str | None, dtype: torch.dtype | None):  # noqa: ANN202
+        kw = {"bias": self.bias, "device": device, "dtype": dtype}
+        if self.mode == "LSTM":
+            return (LayerNormLSTMCell if self.layer_norm else LSTMCell)(input_size, self.hidden_size, **kw)
+        if self.mode == "GRU":
+            return (LayerNormGRUCell if self.layer_norm else GRUCell)(input_size, self.hidden_size, **kw)
+        nonlinearity = "tanh" if self.mode == "RNN_TANH" else "relu"
+        return RNNCell(input_size, self.hidden_size, nonlinearity=nonlinearity, **kw)
+
+    def _layer_cells(self, device: torch.device | str | None, dtype: torch.dtype | None):  # noqa: ANN202
+        """(layer, suffix, cell) per layer and direction, in torch's parameter order."""
+        for layer in range(self.num_layers):
+            size = self.input_size if layer == 0 else self.num_directions * self.hidden_size
+            for direction in range(self.num_directions):
+                yield layer, "_reverse" if direction else "", self._make_cell(size, device, dtype)
+
+    def _generic_stack(self) -> tuple[_CellStack, list[tuple[str, str]]]:
+        """Cell templates on the meta device (never registered: the layer owns the parameters) and the map
+        ``cells.{k}.{name}`` -> ``{name}_l{layer}{suffix}``."""
+        cached = self.__dict__.get("_generic_cache")
+        if cached is None:
+            cells, names = [], []
+            for layer, suffix, cell in self._layer_cells(device="meta", dtype=None):
+                for pname, _ in cell.named_parameters():
+                    names.append((f"cells.{len(cells)}.{pname}", f"{pname}_l{layer}{suffix}"))
+                cells.append(cell)
+            cached = (_CellStack(cells), names)
+            self.__dict__["_generic_cache"] = cached
+        return cached
+
+    @property
+    def uses_fused(self) -> bool:
+        """Whether forward runs torch's fused kernels (else the generic cell loop)."""
+        return self.engine == "fused" or (self.engine == "auto" and not self.layer_norm)
+
+    def _check_state(self, state: State | None, batch: int, like: Tensor) -> list[Tensor]:
+        name = type(self).__name__
         expected = (self.num_layers * self.num_directions, batch, self.hidden_size)
         count = 2 if self.mode == "LSTM" else 1
         if state is None:
-            zeros = torch.zeros(expected, dtype=input.dtype, device=input.device)
+            zeros = torch.zeros(expected, dtype=like.dtype, device=like.device)
             return [zeros] * count
-        name = type(self).__name__
         if count == 2 and (not isinstance(state, tuple | list) or len(state) != 2):
             raise ValueError(f"{name}: expected state as a pair (h, c), got {type(state).__name__}")
         if count == 1 and not isinstance(state, Tensor):
             raise ValueError(f"{name}: expected state as a tensor, got {type(state).__name__}")
         parts = list(state) if count == 2 else [state]
-        for name, part in zip(("h", "c"), parts):
-            if tuple(part.shape) != expected:
+        for part_name, part in zip(("h", "c"), parts):
+            if not isinstance(part, Tensor) or tuple(part.shape) != expected:
+                got = tuple(part.shape) if isinstance(part, Tensor) else type(part).__name__
                 raise ValueError(
-                    f"{type(self).__name__}: expected state {name} of shape {expected} "
-                    f"(num_layers * num_directions, B, H_out), got {tuple(part.shape)}"
+                    f"{name}: expected state {part_name} of shape {expected} "
+                    f"(num_layers * num_directions, B, H_out), got {got}"
                 )
         return parts
 
     def forward(
-        self, input: Tensor, state: State | None = None, lengths: Tensor | None = None
-    ) -> tuple[Tensor, State]:
-        batch, steps, lengths_cpu = self._check_input(input, lengths)
-        hx = self._check_state(state, batch, input)
-        x = input.transpose(0, 1) if self.batch_first else input  # (T, B, H_in)
-        packed = None
-        if lengths_cpu is not None:
-            packed = pack_padded_sequence(x, lengths_cpu, enforce_sorted=False)
-            hx = [h.index_select(1, packed.sorted_indices) for h in hx]
-        kernel = {
-            "LSTM": torch._VF.lstm,
-            "GRU": torch._VF.gru,
-            "RNN_TANH": torch._VF.rnn_tanh,
-            "RNN_RELU": torch._VF.rnn_relu,
-        }[self.mode]
-        hx_arg = tuple(hx) if self.mode == "LSTM" else hx[0]
-        flags = (self.bias, self.num_layers, float(self.dropout), self.training, self.bidirectional)
-        if packed is None:
-            out, *final = kernel(x, hx_arg, self._flat_weights, *flags, False)
+        self, input: Tensor | PackedSequence, state: State | None = None, lengths: Tensor | None = None
+    ) -> tuple[Tensor | PackedSequence, State]:
+        """Run the layer.
+
+        Args:
+            input: (B, T, H_in) if ``batch_first`` else (T, B, H_in), right-padded; or a ``PackedSequence``
+                (then ``lengths`` must be None and the output is packed too).
+            state: initial state (num_layers * D, B, H_out); for LSTM a pair ``(h0, c0)``. Default zeros.
+            lengths: (B,) integer lengths in [1, T], any order and device. Default: all T.
+
+        Returns:
+            ``(output, state)``: output (B, T, D * H_out) (or time-major), exactly 0 at padded steps; state in
+            the layout of ``state``, each sequence's state after its last valid step (reverse direction:
+            after reading back to step 0).
+        """
+        if hasattr(self, "_update_flat_weights"):  # torch >= 2.1: re-read weights swapped by functional_call
+            self._update_flat_weights()
+        name = type(self).__name__
+        if isinstance(input, PackedSequence):
+            if lengths is not None:
+                raise ValueError(f"{name}: a PackedSequence carries its lengths; got lengths as well")
+            if input.data.dim() != 2 or input.data.size(1) != self.input_size:
+                raise ValueError(
+                    f"{name}: expected packed data of shape (N, H_in={self.input_size}), "
+                    f"got {tuple(input.data.shape)}"
+                )
+            seq = SequenceBatch.from_packed(input)
         else:
-            out, *final = kernel(packed.data, packed.batch_sizes, hx_arg, self._flat_weights, *flags)
-            out = pad_packed_sequence(
-                PackedSequence(out, packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices),
-                total_length=steps,
-            )[0]
-            final = [f.index_select(1, packed.unsorted_indices) for f in final]
-        self.last_engine = "fused"
-        output = out.transpose(0, 1) if self.batch_first else out
-        return output, (tuple(final) if self.mode == "LSTM" else final[0])
+            _, _, lengths_cpu = check_sequence_input(name, input, self.input_size, self.batch_first, lengths)
+            seq = SequenceBatch(input, lengths_cpu, self.batch_first)
+        hx = [seq.sort(h) for h in self._check_state(state, seq.batch, seq.data)]  # each (L*D, B, H)
+        training = self.training
+        dropped = {}
+        if training and self.weight_dropout > 0:
+            for layer in range(self.num_layers):
+                for suffix in ("", "_reverse")[: self.num_directions]:
+                    key = f"weight_hh_l{layer}{suffix}"
+                    dropped[key] = weight_drop(getattr(self, key), self.weight_dropout)
+        data = seq.data
+        if training and self.input_dropout > 0:
+            data = seq.locked_dropout(data, self.input_dropout)
+        if self.uses_fused:
+            out, final = self._run_fused(data, seq, hx, dropped)
+            self.last_engine = "fused"
+        else:
+            out, final = self._run_generic(seq.flat(data), seq, hx, dropped)
+            self.last_engine = "generic"
+        if training and self.output_dropout > 0:
+            out = seq.locked_dropout(out, self.output_dropout)
+        final = [seq.unsort(f) for f in final]
+        return seq.restore(out), (tuple(final) if self.mode == "LSTM" else final[0])
+
+    def _run_fused(
+        self, data: Tensor, seq: SequenceBatch, hx: list[Tensor], dropped: dict[str, Tensor]
+    ) -> tuple[Tensor, list[Tensor]]:
+        kernel = _KERNELS[self.mode]
+        weights = self._flat_weights
+        if dropped:
+            weights = [dropped.get(n, w) for n, w in zip(self._flat_weights_names, weights)]
+
+        def call(x: Tensor, h: list[Tensor], w: list[Tensor], layers: int, dropout: float):  # noqa: ANN202
+            h_arg = (h[0], h[1]) if self.mode == "LSTM" else h[0]
+            flags = (self.bias, layers, dropout, self.training, self.bidirectional)
+            if seq.packed:
+                result = kernel(x, seq.batch_sizes, h_arg, w, *flags)
+            else:
+                result = kernel(x, h_arg, w, *flags, False)
+            return result[0], list(result[1:])
+
+        if not (self.variational_dropout and self.training and self.dropout > 0 and self.num_layers > 1):
+            return call(data, hx, weights, self.num_layers, float(self.dropout))
+        per_layer = len(weights) // self.num_layers
+        rows = self.num_directions
+        finals = []
+        for layer in range(self.num_layers):
+            if layer:
+                data = seq.locked_dropout(data, self.dropout)
+            w = weights[layer * per_layer : (layer + 1) * per_layer]
+            data, final = call(data, [h[layer * rows : (layer + 1) * rows] for h in hx], w, 1, 0.0)
+            finals.append(final)
+        return data, [torch.cat(parts) for parts in zip(*finals)]  # each (L*D, B, H)
+
+    def _run_generic(
+        self, data: Tensor, seq: SequenceBatch, hx: list[Tensor], dropped: dict[str, Tensor]
+    ) -> tuple[Tensor, list[Tensor]]:
+        stack, names = self._generic_stack()
+        tensors = {key: dropped[attr] if attr in dropped else getattr(self, attr) for key, attr in names}
+        count = self.num_layers * self.num_directions
+        states = [(hx[0][k], hx[1][k]) if self.mode == "LSTM" else hx[0][k] for k in range(count)]
+        between = None
+        if self.training and self.dropout > 0 and self.num_layers > 1:
+            if self.variational_dropout:
+                between = lambda d: seq.locked_dropout(d, self.dropout)
+            else:
+                between = lambda d: F.dropout(d, self.dropout, True)
+        args = (data, seq.sizes, states, self.num_directions, between)
+        out, finals = torch.func.functional_call(stack, tensors, args)
+        if self.mode == "LSTM":
+            return out, [torch.stack([f[0] for f in finals]), torch.stack([f[1] for f in finals])]
+        return out, [torch.stack(finals)]  # (L*D, B, H)
+
+    def extra_repr(self) -> str:
+        text = super().extra_repr()
+        if self.mode == "RNN_RELU":
+            text += ", nonlinearity='relu'"
+        for option in ("weight_dropout", "input_dropout", "output_dropout"):
+            if getattr(self, option):
+                text += f", {option}={getattr(self, option)}"
+        if self.variational_dropout:
+            text += ", variational_dropout=True"
+        if self.layer_norm:
+            text += ", layer_norm=True"
+        if self.engine != "auto":
+            text += f", engine={self.engine!r}"
+        return text
+
+
+_ARGS_DOC = """
+    Args:
+        input_size: features of the input (H_in).
+        hidden_size: features of the state (H_out).
+        num_layers: stacked layers; layer l > 0 reads layer l - 1's output. Default 1.{extra}
+        bias: if False, no ``bias_ih``/``bias_hh``. Default True.
+        batch_first: input and output are (B, T, ·) if True, else (T, B, ·); states are always
+            (num_layers * D, B, H_out). Default False (as torch.nn).
+        dropout: dropout on each layer's output except the last, in training. Default 0.
+        bidirectional: add a reverse direction per layer (D = 2). Default False.
+        weight_dropout: DropConnect probability on each ``weight_hh`` (keyword-only). Default 0.
+        input_dropout: locked dropout on the input features (keyword-only). Default 0.
+        output_dropout: locked dropout on the last layer's output (keyword-only). Default 0.
+        variational_dropout: make ``dropout`` locked (one mask per sequence) (keyword-only). Default False.
+        layer_norm: layer-normalised cells, generic engine (keyword-only; LSTM and GRU). Default False.
+        engine: ``"auto"``, ``"fused"`` or ``"generic"`` (keyword-only). Default ``"auto"``.
+        device, dtype: for the parameters (keyword-only).
+
+    Shape:
+        input: (B, T, H_in) if batch_first else (T, B, H_in), or a PackedSequence.
+        lengths: (B,) integers in [1, T], any order, any device.
+        state: (L * D, B, H_out){state}.
+        output: (B, T, D * H_out) if batch_first else (T, B, D * H_out); 0 past each length.
+
+    It equals the slow loop (D = 2 adds the same loop over ``reversed(range(len_b))`` with the ``_reverse``
+    weights, its output concatenated on the feature axis)::
+
+        for l in range(num_layers):
+            for b in range(B):
+                s = state0[l, b]
+                for t in range(len_b):
+                    y[b, t], s = cell_l(x_l[b, t], s)     # see {cell}
+                final[l, b] = s
+            x_{{l+1}} = dropout(y)
+"""
 
 
 class RNN(_RecurrentLayer):
-    """Elman RNN with tanh or ReLU, torch.nn.RNN-compatible."""
+    __doc__ = r"""Elman RNN, ``torch.nn.RNN``-compatible: :math:`h_t = \phi(W_{ih} x_t + b_{ih} + W_{hh} h_{t-1}
+    + b_{hh})`, :math:`\phi` tanh or ReLU.
+""" + _ARGS_DOC.format(
+        extra="\n        nonlinearity: ``\"tanh\"`` or ``\"relu\"``. Default ``\"tanh\"``.",
+        state="",
+        cell=":class:`rnnkit.nn.cells.RNNCell`",
+    ) + """
+    Example::
+
+        rnn = RNN(8, 16, batch_first=True)
+        out, h = rnn(torch.randn(4, 10, 8), lengths=torch.tensor([10, 2, 5, 1]))  # (4, 10, 16), (1, 4, 16)
+    """
 
     def __init__(
         self,
@@ -135,6 +355,13 @@ class RNN(_RecurrentLayer):
         batch_first: bool = False,
         dropout: float = 0.0,
         bidirectional: bool = False,
+        *,
+        weight_dropout: float = 0.0,
+        input_dropout: float = 0.0,
+        output_dropout: float = 0.0,
+        variational_dropout: bool = False,
+        layer_norm: bool = False,
+        engine: str = "auto",
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -144,12 +371,24 @@ class RNN(_RecurrentLayer):
         self.nonlinearity = nonlinearity
         super().__init__(
             modes[nonlinearity], input_size, hidden_size, num_layers, bias, batch_first, dropout,
-            bidirectional, device=device, dtype=dtype,
+            bidirectional, weight_dropout=weight_dropout, input_dropout=input_dropout,
+            output_dropout=output_dropout, variational_dropout=variational_dropout, layer_norm=layer_norm,
+            engine=engine, device=device, dtype=dtype,
         )
 
 
 class LSTM(_RecurrentLayer):
-    """LSTM, torch.nn.LSTM-compatible (no proj_size)."""
+    __doc__ = r"""LSTM, ``torch.nn.LSTM``-compatible (without ``proj_size``); gates as :class:`rnnkit.nn.LSTMCell`.
+""" + _ARGS_DOC.format(
+        extra="",
+        state="; a pair (h, c) of such tensors",
+        cell=":class:`rnnkit.nn.cells.LSTMCell` (``LayerNormLSTMCell`` with layer_norm)",
+    ) + """
+    Example::
+
+        lstm = LSTM(8, 16, num_layers=2, batch_first=True, weight_dropout=0.3)
+        out, (h, c) = lstm(torch.randn(4, 10, 8), lengths=torch.tensor([10, 2, 5, 1]))  # h: (2, 4, 16)
+    """
 
     def __init__(
         self,
@@ -160,17 +399,36 @@ class LSTM(_RecurrentLayer):
         batch_first: bool = False,
         dropout: float = 0.0,
         bidirectional: bool = False,
+        *,
+        weight_dropout: float = 0.0,
+        input_dropout: float = 0.0,
+        output_dropout: float = 0.0,
+        variational_dropout: bool = False,
+        layer_norm: bool = False,
+        engine: str = "auto",
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__(
             "LSTM", input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
-            device=device, dtype=dtype,
+            weight_dropout=weight_dropout, input_dropout=input_dropout, output_dropout=output_dropout,
+            variational_dropout=variational_dropout, layer_norm=layer_norm, engine=engine, device=device,
+            dtype=dtype,
         )
 
 
 class GRU(_RecurrentLayer):
-    """GRU, torch.nn.GRU-compatible."""
+    __doc__ = r"""GRU, ``torch.nn.GRU``-compatible; gates as :class:`rnnkit.nn.GRUCell`.
+""" + _ARGS_DOC.format(
+        extra="",
+        state="",
+        cell=":class:`rnnkit.nn.cells.GRUCell` (``LayerNormGRUCell`` with layer_norm)",
+    ) + """
+    Example::
+
+        gru = GRU(8, 16, bidirectional=True, batch_first=True)
+        out, h = gru(torch.randn(4, 10, 8), lengths=torch.tensor([10, 2, 5, 1]))  # (4, 10, 32), (2, 4, 16)
+    """
 
     def __init__(
         self,
@@ -181,10 +439,19 @@ class GRU(_RecurrentLayer):
         batch_first: bool = False,
         dropout: float = 0.0,
         bidirectional: bool = False,
+        *,
+        weight_dropout: float = 0.0,
+        input_dropout: float = 0.0,
+        output_dropout: float = 0.0,
+        variational_dropout: bool = False,
+        layer_norm: bool = False,
+        engine: str = "auto",
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__(
             "GRU", input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
-            device=device, dtype=dtype,
+            weight_dropout=weight_dropout, input_dropout=input_dropout, output_dropout=output_dropout,
+            variational_dropout=variational_dropout, layer_norm=layer_norm, engine=engine, device=device,
+            dtype=dtype,
         )

@@ -1,0 +1,439 @@
+"""Recurrent cells: one time step of RNN, LSTM, GRU and their layer-normalised variants.
+
+The cell protocol
+-----------------
+A cell is a ``torch.nn.Module`` that computes one time step. Anything with this interface runs through
+:class:`rnnkit.nn.Recurrent` (lengths, both directions, stacking), so a new cell is a few lines::
+
+    input_size: int                     # H_in, features of x_t
+    hidden_size: int                    # H, features of the output y_t
+    init_state(batch_size, *, device=None, dtype=None) -> State
+        # the zero state: a (B, S) tensor or a tuple of (B, S_i) tensors
+    project_input(x) -> Tensor          # optional: (N, H_in) -> (N, G), the part of the step that
+        # depends on x_t only; the runner applies it to all time steps at once (one big matmul).
+        # Default: identity.
+    step(xp_t, state) -> (y_t, state)   # one step from a projected input row block (B, G)
+
+``cell(input, state=None)`` runs one step on raw input: ``step(project_input(input), state)``.
+Unlike ``torch.nn.LSTMCell``, which returns ``(h, c)``, a cell returns ``(output, state)`` (the same order
+as rnnkit's layers); for ``LSTMCell`` the output is ``h`` and the state is ``(h, c)``.
+
+Constructor arguments, parameter names (``weight_ih``, ``weight_hh``, ``bias_ih``, ``bias_hh``), gate order
+(LSTM: i, f, g, o; GRU: r, z, n) and initialisation (every weight and bias uniform in ``(-1/sqrt(H), 1/sqrt(H))``
+in registration order) follow ``torch.nn.RNNCell/LSTMCell/GRUCell``, so their ``state_dict`` loads both ways.
+Layer-norm gains start at 1 and shifts at 0.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+State = Tensor | tuple[Tensor, ...]
+
+
+class RecurrentCell(torch.nn.Module):
+    """Base class for one-step recurrent cells (see the module docstring for the protocol).
+
+    Subclasses set ``input_size`` and ``hidden_size`` and implement :meth:`step`; they may override
+    :meth:`project_input` (to move the input matmul out of the time loop) and :meth:`init_state` (for a state
+    other than one ``(B, H)`` tensor).
+    """
+
+    input_size: int
+    hidden_size: int
+
+    def init_state(
+        self, batch_size: int, *, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> State:
+        """Zero state for ``batch_size`` sequences: one ``(B, H)`` tensor unless a subclass says otherwise."""
+        return torch.zeros(batch_size, self.hidden_size, device=device, dtype=dtype)
+
+    def project_input(self, input: Tensor) -> Tensor:
+        """Input-only part of the step, ``(N, H_in) -> (N, G)``, applied to all time steps at once."""
+        return input
+
+    def step(self, projected: Tensor, state: State) -> tuple[Tensor, State]:
+        """One time step from a projected input ``(B, G)``; returns ``(output (B, H), new state)``."""
+        raise NotImplementedError
+
+    def forward(self, input: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+        """One step on raw input ``(B, H_in)``; ``state`` defaults to :meth:`init_state`.
+
+        Returns:
+            ``(output, state)``: output ``(B, H)``, state as from :meth:`init_state`.
+        """
+        name = type(self).__name__
+        if input.dim() != 2 or input.size(1) != self.input_size:
+            raise ValueError(
+                f"{name}: expected input of shape (B, H_in={self.input_size}), got {tuple(input.shape)}"
+            )
+        expected = self.init_state(input.size(0), device="meta", dtype=input.dtype)
+        if state is None:
+            state = self.init_state(input.size(0), device=input.device, dtype=input.dtype)
+        else:
+            check_state_like(name, state, expected, "(B, S)")
+        return self.step(self.project_input(input), state)
+
+
+def check_state_like(name: str, state: State, expected: State, layout: str) -> None:
+    """Raise ValueError unless ``state`` has the structure and shapes of ``expected``."""
+    if isinstance(expected, Tensor):
+        if not isinstance(state, Tensor):
+            raise ValueError(f"{name}: expected the state as one tensor {layout}, got {type(state).__name__}")
+        pairs = [(state, expected)]
+    else:
+        if not isinstance(state, tuple | list) or len(state) != len(expected):
+            raise ValueError(
+                f"{name}: expected the state as a tuple of {len(expected)} tensors {layout}, "
+                f"got {type(state).__name__}" + (f" of length {len(state)}" if isinstance(state, tuple | list) else "")
+            )
+        pairs = list(zip(state, expected))
+    for index, (got, want) in enumerate(pairs):
+        if not isinstance(got, Tensor) or got.shape != want.shape:
+            shape = tuple(got.shape) if isinstance(got, Tensor) else type(got).__name__
+            where = "" if isinstance(expected, Tensor) else f" part {index}"
+            raise ValueError(f"{name}: expected state{where} of shape {tuple(want.shape)} {layout}, got {shape}")
+
+
+class _WeightedCell(RecurrentCell):
+    """Holds torch.nn.*Cell parameters: weight_ih (G*H, H_in), weight_hh (G*H, H), bias_ih, bias_hh (G*H)."""
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        bias: bool,
+        num_chunks: int,
+        device: torch.device | str | None,
+        dtype: torch.dtype | None,
+    ) -> None:
+        super().__init__()
+        if input_size < 1 or hidden_size < 1:
+            raise ValueError(
+                f"{type(self).__name__}: input_size and hidden_size must be >= 1, got {input_size}, {hidden_size}"
+            )
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.bias = bias
+        kw = {"device": device, "dtype": dtype}
+        gates = num_chunks * hidden_size
+        self.weight_ih = torch.nn.Parameter(torch.empty(gates, input_size, **kw))
+        self.weight_hh = torch.nn.Parameter(torch.empty(gates, hidden_size, **kw))
+        if bias:
+            self.bias_ih = torch.nn.Parameter(torch.empty(gates, **kw))
+            self.bias_hh = torch.nn.Parameter(torch.empty(gates, **kw))
+        else:
+            self.register_parameter("bias_ih", None)
+            self.register_parameter("bias_hh", None)
+
+    def _add_layer_norm(
+        self, name: str, size: int, device: torch.device | str | None, dtype: torch.dtype | None
+    ) -> None:
+        self.register_parameter(f"ln_{name}_weight", torch.nn.Parameter(torch.empty(size, device=device, dtype=dtype)))
+        self.register_parameter(f"ln_{name}_bias", torch.nn.Parameter(torch.empty(size, device=device, dtype=dtype)))
+
+    def reset_parameters(self) -> None:
+        """torch.nn.*Cell init: uniform(-1/sqrt(H), 1/sqrt(H)); layer-norm gains 1, shifts 0."""
+        bound = 1.0 / math.sqrt(self.hidden_size)
+        for name, param in self.named_parameters():
+            if name.startswith("ln_"):
+                torch.nn.init.ones_(param) if name.endswith("_weight") else torch.nn.init.zeros_(param)
+            else:
+                torch.nn.init.uniform_(param, -bound, bound)
+
+    def _joint_bias(self) -> Tensor | None:
+        return None if self.bias_ih is None else self.bias_ih + self.bias_hh
+
+    def extra_repr(self) -> str:
+        text = f"{self.input_size}, {self.hidden_size}"
+        return text if self.bias else text + ", bias=False"
+
+
+class RNNCell(_WeightedCell):
+    r"""Elman RNN cell, ``torch.nn.RNNCell``-compatible.
+
+    .. math::
+        h' = \phi(W_{ih} x + b_{ih} + W_{hh} h + b_{hh}),\qquad \phi \in \{\tanh, \mathrm{relu}\}
+
+    Args:
+        input_size: features of x (H_in).
+        hidden_size: features of h (H).
+        bias: if False, no ``bias_ih``/``bias_hh``. Default True.
+        nonlinearity: ``"tanh"`` or ``"relu"``. Default ``"tanh"``.
+
+    Shape:
+        input (B, H_in); state (B, H); output (B, H) (the output is the new state).
+
+    Example::
+
+        cell = RNNCell(8, 16)
+        y, h = cell(torch.randn(4, 8))      # y is h, (4, 16)
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        bias: bool = True,
+        nonlinearity: str = "tanh",
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"RNNCell: nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+        super().__init__(input_size, hidden_size, bias, 1, device, dtype)
+        self.nonlinearity = nonlinearity
+        self._act = torch.tanh if nonlinearity == "tanh" else torch.relu
+        self.reset_parameters()
+
+    def project_input(self, input: Tensor) -> Tensor:
+        return F.linear(input, self.weight_ih, self._joint_bias())  # (N, H)
+
+    def step(self, projected: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
+        h = self._act(torch.addmm(projected, state, self.weight_hh.t()))
+        return h, h
+
+    def extra_repr(self) -> str:
+        text = super().extra_repr()
+        return text if self.nonlinearity == "tanh" else text + ", nonlinearity='relu'"
+
+
+class LSTMCell(_WeightedCell):
+    r"""LSTM cell, ``torch.nn.LSTMCell``-compatible (gate order i, f, g, o).
+
+    .. math::
+        (i, f, g, o) &= W_{ih} x + b_{ih} + W_{hh} h + b_{hh} \\
+        c' &= \sigma(f) \odot c + \sigma(i) \odot \tanh(g) \\
+        h' &= \sigma(o) \odot \tanh(c')
+
+    Args:
+        input_size: features of x (H_in).
+        hidden_size: features of h and c (H).
+        bias: if False, no ``bias_ih``/``bias_hh``. Default True.
+
+    Shape:
+        input (B, H_in); state ``(h, c)``, each (B, H); output h' (B, H).
+
+    Example::
+
+        cell = LSTMCell(8, 16)
+        y, (h, c) = cell(torch.randn(4, 8))  # y is h, (4, 16)
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        bias: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__(input_size, hidden_size, bias, 4, device, dtype)
+        self.reset_parameters()
+
+    def init_state(
+        self, batch_size: int, *, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> tuple[Tensor, Tensor]:
+        zeros = torch.zeros(batch_size, self.hidden_size, device=device, dtype=dtype)
+        return zeros, zeros
+
+    def project_input(self, input: Tensor) -> Tensor:
+        return F.linear(input, self.weight_ih, self._joint_bias())  # (N, 4H)
+
+    def step(self, projected: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        h, c = state
+        gates = torch.addmm(projected, h, self.weight_hh.t())  # (B, 4H)
+        return _lstm_update(gates, c)
+
+
+def _lstm_update(gates: Tensor, c: Tensor, cell_norm=None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+    """LSTM pointwise part from pre-activations (B, 4H) in order i, f, g, o."""
+    i, f, g, o = gates.chunk(4, 1)
+    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    h = torch.sigmoid(o) * torch.tanh(c if cell_norm is None else cell_norm(c))
+    return h, (h, c)
+
+
+class GRUCell(_WeightedCell):
+    r"""GRU cell, ``torch.nn.GRUCell``-compatible (gate order r, z, n).
+
+    .. math::
+        r &= \sigma(W_{ir} x + b_{ir} + W_{hr} h + b_{hr}) \\
+        z &= \sigma(W_{iz} x + b_{iz} + W_{hz} h + b_{hz}) \\
+        n &= \tanh(W_{in} x + b_{in} + r \odot (W_{hn} h + b_{hn})) \\
+        h' &= (1 - z) \odot n + z \odot h
+
+    Args:
+        input_size: features of x (H_in).
+        hidden_size: features of h (H).
+        bias: if False, no ``bias_ih``/``bias_hh``. Default True.
+
+    Shape:
+        input (B, H_in); state (B, H); output h' (B, H).
+
+    Example::
+
+        cell = GRUCell(8, 16)
+        y, h = cell(torch.randn(4, 8))       # y is h, (4, 16)
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        bias: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__(input_size, hidden_size, bias, 3, device, dtype)
+        self.reset_parameters()
+
+    def project_input(self, input: Tensor) -> Tensor:
+        return F.linear(input, self.weight_ih, self.bias_ih)  # (N, 3H)
+
+    def step(self, projected: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
+        hidden = F.linear(state, self.weight_hh, self.bias_hh)  # (B, 3H)
+        return _gru_update(projected, hidden, state)
+
+
+def _gru_update(projected: Tensor, hidden: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
+    """GRU pointwise part from input and hidden pre-activations, each (B, 3H) in order r, z, n."""
+    size = h.size(1)
+    r, z = torch.sigmoid(projected[:, : 2 * size] + hidden[:, : 2 * size]).chunk(2, 1)
+    n = torch.tanh(projected[:, 2 * size :] + r * hidden[:, 2 * size :])
+    h = n + z * (h - n)
+    return h, h
+
+
+class LayerNormLSTMCell(_WeightedCell):
+    r"""Layer-normalised LSTM cell (Ba, Kiros & Hinton 2016, "Layer Normalization").
+
+    .. math::
+        (i, f, g, o) &= \mathrm{LN}(W_{hh} h; \alpha_{hh}, \beta_{hh})
+                        + \mathrm{LN}(W_{ih} x; \alpha_{ih}, \beta_{ih}) + b_{ih} + b_{hh} \\
+        c' &= \sigma(f) \odot c + \sigma(i) \odot \tanh(g) \\
+        h' &= \sigma(o) \odot \tanh(\mathrm{LN}(c'; \alpha_c, \beta_c))
+
+    where :math:`\mathrm{LN}(a; \alpha, \beta) = \alpha \odot (a - \mu) / \sqrt{\sigma^2 + \epsilon} + \beta`
+    normalises over all features of ``a`` (the whole 4H pre-activation vector for the two projections, H for
+    the cell). The paper's single bias b is kept as torch's pair ``bias_ih + bias_hh`` so that parameter names
+    match ``LSTMCell``; the gate order is torch's (i, f, g, o).
+
+    Args:
+        input_size: features of x (H_in).
+        hidden_size: features of h and c (H).
+        bias: if False, no ``bias_ih``/``bias_hh`` (the layer-norm shifts remain). Default True.
+        eps: added to the variance in LN. Default 1e-5.
+
+    Parameters: ``weight_ih``, ``weight_hh``, ``bias_ih``, ``bias_hh`` as LSTMCell, plus ``ln_ih_weight``,
+    ``ln_ih_bias``, ``ln_hh_weight``, ``ln_hh_bias`` (4H) and ``ln_cell_weight``, ``ln_cell_bias`` (H).
+
+    Shape:
+        input (B, H_in); state ``(h, c)``, each (B, H); output h' (B, H).
+
+    Example::
+
+        cell = LayerNormLSTMCell(8, 16)
+        y, (h, c) = cell(torch.randn(4, 8))
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        bias: bool = True,
+        eps: float = 1e-5,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__(input_size, hidden_size, bias, 4, device, dtype)
+        self.eps = eps
+        for name, size in (("ih", 4 * hidden_size), ("hh", 4 * hidden_size), ("cell", hidden_size)):
+            self._add_layer_norm(name, size, device, dtype)
+        self.reset_parameters()
+
+    def init_state(
+        self, batch_size: int, *, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> tuple[Tensor, Tensor]:
+        zeros = torch.zeros(batch_size, self.hidden_size, device=device, dtype=dtype)
+        return zeros, zeros
+
+    def project_input(self, input: Tensor) -> Tensor:
+        projected = F.layer_norm(
+            F.linear(input, self.weight_ih), (4 * self.hidden_size,), self.ln_ih_weight, self.ln_ih_bias, self.eps
+        )  # (N, 4H)
+        bias = self._joint_bias()
+        return projected if bias is None else projected + bias
+
+    def step(self, projected: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        h, c = state
+        hidden = F.layer_norm(
+            torch.mm(h, self.weight_hh.t()), (4 * self.hidden_size,), self.ln_hh_weight, self.ln_hh_bias, self.eps
+        )  # (B, 4H)
+        return _lstm_update(projected + hidden, c, self._cell_norm)
+
+    def _cell_norm(self, c: Tensor) -> Tensor:
+        return F.layer_norm(c, (self.hidden_size,), self.ln_cell_weight, self.ln_cell_bias, self.eps)
+
+
+class LayerNormGRUCell(_WeightedCell):
+    r"""Layer-normalised GRU cell: Ba et al. 2016's recipe (normalise each projection separately) on torch's GRU.
+
+    .. math::
+        a &= \mathrm{LN}(W_{ih} x; \alpha_{ih}, \beta_{ih}) + b_{ih},\qquad
+        u = \mathrm{LN}(W_{hh} h; \alpha_{hh}, \beta_{hh}) + b_{hh} \\
+        r &= \sigma(a_r + u_r),\quad z = \sigma(a_z + u_z),\quad n = \tanh(a_n + r \odot u_n) \\
+        h' &= (1 - z) \odot n + z \odot h
+
+    LN normalises over the whole 3H projection (see :class:`LayerNormLSTMCell` for the definition); the
+    reset gate multiplies the normalised ``u_n``, as torch's GRU multiplies ``W_{hn} h + b_{hn}``.
+
+    Args:
+        input_size: features of x (H_in).
+        hidden_size: features of h (H).
+        bias: if False, no ``bias_ih``/``bias_hh`` (the layer-norm shifts remain). Default True.
+        eps: added to the variance in LN. Default 1e-5.
+
+    Parameters: as GRUCell plus ``ln_ih_weight``, ``ln_ih_bias``, ``ln_hh_weight``, ``ln_hh_bias`` (3H).
+
+    Shape:
+        input (B, H_in); state (B, H); output h' (B, H).
+
+    Example::
+
+        cell = LayerNormGRUCell(8, 16)
+        y, h = cell(torch.randn(4, 8))
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        bias: bool = True,
+        eps: float = 1e-5,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__(input_size, hidden_size, bias, 3, device, dtype)
+        self.eps = eps
+        for name in ("ih", "hh"):
+            self._add_layer_norm(name, 3 * hidden_size, device, dtype)
+        self.reset_parameters()
+
+    def project_input(self, input: Tensor) -> Tensor:
+        projected = F.layer_norm(
+            F.linear(input, self.weight_ih), (3 * self.hidden_size,), self.ln_ih_weight, self.ln_ih_bias, self.eps
+        )  # (N, 3H)
+        return projected if self.bias_ih is None else projected + self.bias_ih
+
+    def step(self, projected: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
+        hidden = F.layer_norm(
+            torch.mm(state, self.weight_hh.t()), (3 * self.hidden_size,), self.ln_hh_weight, self.ln_hh_bias, self.eps
+        )  # (B, 3H)
+        if self.bias_hh is not None:
+            hidden = hidden + self.bias_hh
+        return _gru_update(projected, hidden, state)

@@ -1,0 +1,177 @@
+"""Cells: equal to torch.nn cells and to the layer-norm equations written out here; protocol and errors."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import rnnkit.nn as rn
+
+TORCH_CELLS = [
+    (rn.RNNCell, torch.nn.RNNCell, {"nonlinearity": "tanh"}),
+    (rn.RNNCell, torch.nn.RNNCell, {"nonlinearity": "relu"}),
+    (rn.LSTMCell, torch.nn.LSTMCell, {}),
+    (rn.GRUCell, torch.nn.GRUCell, {}),
+]
+
+
+@pytest.mark.parametrize("ours_cls,ref_cls,kwargs", TORCH_CELLS)
+@pytest.mark.parametrize("bias", [True, False])
+def test_cell_matches_torch_cell(ours_cls, ref_cls, kwargs, bias):
+    torch.manual_seed(0)
+    ours = ours_cls(5, 7, bias=bias, dtype=torch.float64, **kwargs)
+    torch.manual_seed(0)
+    ref = ref_cls(5, 7, bias=bias, dtype=torch.float64, **kwargs)
+    # same names, shapes and (seeded) initial values as torch.nn
+    assert list(ours.state_dict()) == list(ref.state_dict())
+    for key, value in ref.state_dict().items():
+        assert torch.equal(ours.state_dict()[key], value), key
+    ref.load_state_dict(ours.state_dict())
+    ours.load_state_dict(ref.state_dict())
+
+    x = torch.randn(3, 5, dtype=torch.float64)
+    h = torch.randn(3, 7, dtype=torch.float64)
+    if ours_cls is rn.LSTMCell:
+        c = torch.randn(3, 7, dtype=torch.float64)
+        y, (h1, c1) = ours(x, (h, c))
+        ref_h, ref_c = ref(x, (h, c))
+        torch.testing.assert_close(c1, ref_c, rtol=0, atol=1e-12)
+    else:
+        y, h1 = ours(x, h)
+        ref_h = ref(x, h)
+    torch.testing.assert_close(h1, ref_h, rtol=0, atol=1e-12)
+    assert y is h1
+    # default state is zeros
+    y0, _ = ours(x)
+    ref0 = ref(x)
+    torch.testing.assert_close(y0, ref0[0] if isinstance(ref0, tuple) else ref0, rtol=0, atol=1e-12)
+
+
+def _ln(a, weight, bias, eps=1e-5):
+    mean = a.mean(-1, keepdim=True)
+    var = ((a - mean) ** 2).mean(-1, keepdim=True)
+    return (a - mean) / torch.sqrt(var + eps) * weight + bias
+
+
+def _randomise(cell):
+    with torch.no_grad():
+        for p in cell.parameters():
+            p.copy_(torch.randn_like(p) * 0.5)
+
+
+def _ln_lstm_step(cell, x, h, c):
+    """Ba et al. 2016 LN-LSTM written out, torch gate order i, f, g, o."""
+    gates = (
+        _ln(h @ cell.weight_hh.T, cell.ln_hh_weight, cell.ln_hh_bias)
+        + _ln(x @ cell.weight_ih.T, cell.ln_ih_weight, cell.ln_ih_bias)
+        + cell.bias_ih
+        + cell.bias_hh
+    )
+    i, f, g, o = gates.chunk(4, 1)
+    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    h = torch.sigmoid(o) * torch.tanh(_ln(c, cell.ln_cell_weight, cell.ln_cell_bias))
+    return h, c
+
+
+def _ln_gru_step(cell, x, h):
+    a = _ln(x @ cell.weight_ih.T, cell.ln_ih_weight, cell.ln_ih_bias) + cell.bias_ih
+    u = _ln(h @ cell.weight_hh.T, cell.ln_hh_weight, cell.ln_hh_bias) + cell.bias_hh
+    ar, az, an = a.chunk(3, 1)
+    ur, uz, un = u.chunk(3, 1)
+    r = torch.sigmoid(ar + ur)
+    z = torch.sigmoid(az + uz)
+    n = torch.tanh(an + r * un)
+    return (1 - z) * n + z * h
+
+
+def test_layer_norm_lstm_cell_equals_equations():
+    torch.manual_seed(1)
+    cell = rn.LayerNormLSTMCell(4, 6, dtype=torch.float64)
+    assert torch.equal(cell.ln_ih_weight, torch.ones(24, dtype=torch.float64))
+    assert torch.equal(cell.ln_cell_bias, torch.zeros(6, dtype=torch.float64))
+    _randomise(cell)
+    x, h, c = (torch.randn(3, n, dtype=torch.float64) for n in (4, 6, 6))
+    y, (h1, c1) = cell(x, (h, c))
+    ref_h, ref_c = _ln_lstm_step(cell, x, h, c)
+    torch.testing.assert_close(h1, ref_h, rtol=0, atol=1e-12)
+    torch.testing.assert_close(c1, ref_c, rtol=0, atol=1e-12)
+    assert y is h1
+
+
+def test_layer_norm_gru_cell_equals_equations():
+    torch.manual_seed(2)
+    cell = rn.LayerNormGRUCell(4, 6, dtype=torch.float64)
+    _randomise(cell)
+    x, h = torch.randn(3, 4, dtype=torch.float64), torch.randn(3, 6, dtype=torch.float64)
+    y, h1 = cell(x, h)
+    torch.testing.assert_close(h1, _ln_gru_step(cell, x, h), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("cell_cls", [rn.LayerNormLSTMCell, rn.LayerNormGRUCell])
+def test_layer_norm_cells_gradcheck(cell_cls):
+    torch.manual_seed(3)
+    cell = cell_cls(2, 3, dtype=torch.float64)
+    _randomise(cell)
+    names = [n for n, _ in cell.named_parameters()]
+    params = [p.detach().clone().requires_grad_() for p in cell.parameters()]
+    x = torch.randn(2, 2, dtype=torch.float64, requires_grad=True)
+    h = torch.randn(2, 3, dtype=torch.float64, requires_grad=True)
+    c = torch.randn(2, 3, dtype=torch.float64, requires_grad=True)
+    lstm = cell_cls is rn.LayerNormLSTMCell
+
+    def f(x, h, c, *ps):
+        state = (h, c) if lstm else h
+        _, new = torch.func.functional_call(cell, dict(zip(names, ps)), (x, state))
+        return new if lstm else (new, c * 0)
+
+    assert torch.autograd.gradcheck(f, (x, h, c, *params), fast_mode=True)
+
+
+def test_layer_norm_cell_without_bias():
+    cell = rn.LayerNormLSTMCell(3, 4, bias=False)
+    assert cell.bias_ih is None and "bias_ih" not in dict(cell.named_parameters())
+    y, (h, c) = cell(torch.randn(2, 3))
+    assert h.shape == c.shape == (2, 4)
+
+
+def test_cell_input_projection_is_the_input_part_of_a_step():
+    torch.manual_seed(4)
+    for cell in (rn.LSTMCell(3, 5), rn.GRUCell(3, 5), rn.RNNCell(3, 5), rn.LayerNormLSTMCell(3, 5)):
+        x = torch.randn(6, 3)
+        projected = cell.project_input(x)
+        state = cell.init_state(6)
+        y_a, _ = cell.step(projected, state)
+        y_b, _ = cell(x, state)
+        torch.testing.assert_close(y_a, y_b)
+
+
+def test_cell_bad_input_and_state_raise():
+    cell = rn.LSTMCell(3, 5)
+    with pytest.raises(ValueError, match=r"expected input of shape \(B, H_in=3\), got \(2, 4\)"):
+        cell(torch.randn(2, 4))
+    with pytest.raises(ValueError, match=r"got \(2, 7, 3\)"):
+        cell(torch.randn(2, 7, 3))
+    with pytest.raises(ValueError, match=r"expected state part 1 of shape \(2, 5\) \(B, S\), got \(2, 4\)"):
+        cell(torch.randn(2, 3), (torch.zeros(2, 5), torch.zeros(2, 4)))
+    with pytest.raises(ValueError, match="tuple of 2 tensors"):
+        cell(torch.randn(2, 3), torch.zeros(2, 5))
+    with pytest.raises(ValueError, match=r"expected state of shape \(2, 5\) \(B, S\), got \(3, 5\)"):
+        rn.GRUCell(3, 5)(torch.randn(2, 3), torch.zeros(3, 5))
+    with pytest.raises(ValueError, match="nonlinearity"):
+        rn.RNNCell(3, 5, nonlinearity="sigmoid")
+
+
+def test_rnn_cell_relu_clamps():
+    cell = rn.RNNCell(2, 3, nonlinearity="relu")
+    y, _ = cell(torch.randn(50, 2) * 10)
+    assert (y >= 0).all() and (y == 0).any()
+    assert "nonlinearity='relu'" in repr(cell)
+
+
+def test_cells_match_gates_after_state_dict_from_torch_lstm_cell():
+    ref = torch.nn.LSTMCell(3, 4)
+    ours = rn.LSTMCell(3, 4)
+    ours.load_state_dict(ref.state_dict())
+    x = torch.randn(5, 3)
+    h, c = ref(x)
+    y, (h1, c1) = ours(x)
+    assert F.l1_loss(h1, h) < 1e-6 and F.l1_loss(c1, c) < 1e-6
