@@ -1,0 +1,408 @@
+"""Sequence tagger: word (+ character BiLSTM) embeddings -> stacked BiLSTM -> softmax or CRF.
+
+For each token ``t`` of a sentence::
+
+    c_t = [h_fwd(last char); h_bwd(first char)]       char BiLSTM over the word's characters (optional)
+    x_t = dropout([E_word[w_t]; c_t])                 (B, T, E + 2*Hc)
+    h_t = BiLSTM^L(x)_t                               (B, T, 2*H), rnnkit LSTM with lengths
+    s_t = W dropout(h_t) + b                          (B, T, K) emission scores
+
+and the head is either a per-token softmax (loss: cross-entropy summed over real tokens; prediction:
+argmax) or a linear-chain CRF (:class:`rnnkit.nn.crf.CRF`; loss: negative log-likelihood summed over
+sentences; prediction: Viterbi). Padding never influences real positions: the recurrent layers get
+the lengths, and only real words go through the character encoder.
+
+Shapes: B sentences, T words, C characters per word, E word embedding, Hc char hidden size per
+direction, H sentence hidden size per direction, K tags. Batches are right-padded.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rnnkit.data.batching import pad_batch
+from rnnkit.data.files import read_lines
+from rnnkit.data.vocab import Vocab
+from rnnkit.errors import DataError
+from rnnkit.nn.crf import CRF
+from rnnkit.nn.layers import LSTM
+
+__all__ = ["Tagger", "TaggerBatch", "TaggerConfig", "collate_tagged", "load_word_vectors"]
+
+
+@dataclass(frozen=True)
+class TaggerConfig:
+    """Architecture of a :class:`Tagger` (stored in checkpoints; :meth:`to_dict` is JSON-ready).
+
+    Args:
+        num_words: word vocabulary size (including specials).
+        num_tags: number of tags ``K``.
+        num_chars: character vocabulary size; required (> 0) when ``use_chars``.
+        emb: word embedding size ``E``.
+        char_emb: character embedding size.
+        char_hidden: character BiLSTM hidden size per direction ``Hc``.
+        hidden: sentence BiLSTM hidden size per direction ``H``.
+        layers: number of stacked sentence BiLSTM layers.
+        dropout: dropout on the embeddings, between LSTM layers and before the output layer.
+        crf: CRF head instead of a per-token softmax.
+        use_chars: add the character encoder.
+        word_pad_id: padding id of words (its embedding row stays zero).
+        char_pad_id: padding id of characters.
+    """
+
+    num_words: int
+    num_tags: int
+    num_chars: int = 0
+    emb: int = 100
+    char_emb: int = 30
+    char_hidden: int = 50
+    hidden: int = 200
+    layers: int = 2
+    dropout: float = 0.5
+    crf: bool = False
+    use_chars: bool = True
+    word_pad_id: int = 0
+    char_pad_id: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("num_words", "num_tags", "emb", "hidden", "layers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.use_chars:
+            for name in ("num_chars", "char_emb", "char_hidden"):
+                if getattr(self, name) < 1:
+                    raise ValueError(f"{name} must be >= 1 when use_chars, got {getattr(self, name)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if not 0 <= self.word_pad_id < self.num_words:
+            raise ValueError(f"word_pad_id must be in [0, {self.num_words}), got {self.word_pad_id}")
+        if self.use_chars and not 0 <= self.char_pad_id < self.num_chars:
+            raise ValueError(f"char_pad_id must be in [0, {self.num_chars}), got {self.char_pad_id}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TaggerConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown TaggerConfig fields: {', '.join(unknown)}")
+        return cls(**d)
+
+
+@dataclass
+class TaggerBatch:
+    """A padded batch of sentences (see :func:`collate_tagged`).
+
+    Attributes:
+        words: ``(B, T)`` word ids.
+        lengths: ``(B,)`` sentence lengths, >= 1.
+        chars: ``(B, T, C)`` character ids, or None without the character encoder.
+        char_lengths: ``(B, T)`` word lengths in characters (0 at padded words), or None.
+        tags: ``(B, T)`` gold tag ids (any value at padded positions), or None.
+    """
+
+    words: Tensor
+    lengths: Tensor
+    chars: Tensor | None = None
+    char_lengths: Tensor | None = None
+    tags: Tensor | None = None
+
+    def to(self, device: torch.device | str) -> TaggerBatch:
+        move = lambda x: None if x is None else x.to(device)
+        return TaggerBatch(
+            move(self.words), self.lengths, move(self.chars), self.char_lengths, move(self.tags)
+        )
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.lengths.sum())
+
+
+def collate_tagged(
+    words: Sequence[Sequence[int]],
+    chars: Sequence[Sequence[Sequence[int]]] | None = None,
+    tags: Sequence[Sequence[int]] | None = None,
+    *,
+    word_pad_id: int = 0,
+    char_pad_id: int = 0,
+) -> TaggerBatch:
+    """Pad encoded sentences into a :class:`TaggerBatch`.
+
+    Args:
+        words: ``B`` sentences of word ids (each non-empty).
+        chars: per sentence, per word, the character ids (each word non-empty); None to skip.
+        tags: ``B`` sentences of tag ids, aligned with ``words``; None for prediction.
+        word_pad_id: padding word id. char_pad_id: padding character id. Padded tags are 0.
+
+    Returns:
+        The batch; ``lengths`` and ``char_lengths`` stay on the CPU.
+    """
+    padded, lengths = pad_batch(words, word_pad_id)
+    if int(lengths.min()) < 1:
+        raise ValueError("every sentence needs at least one word")
+    batch = TaggerBatch(padded, lengths)
+    b, t = padded.shape
+    if chars is not None:
+        if [len(s) for s in chars] != lengths.tolist():
+            raise ValueError("chars: expected one list of character ids per word of each sentence")
+        char_lengths = torch.zeros(b, t, dtype=torch.long)
+        for i, sent in enumerate(chars):
+            char_lengths[i, : len(sent)] = torch.tensor([len(w) for w in sent], dtype=torch.long)
+        c = max(1, int(char_lengths.max()))
+        char_ids = torch.full((b, t, c), char_pad_id, dtype=torch.long)
+        for i, sent in enumerate(chars):
+            for j, w in enumerate(sent):
+                if len(w) == 0:
+                    raise ValueError(f"chars: word {j} of sentence {i} has no characters")
+                char_ids[i, j, : len(w)] = torch.as_tensor(list(w), dtype=torch.long)
+        batch.chars, batch.char_lengths = char_ids, char_lengths
+    if tags is not None:
+        tag_ids, tag_lengths = pad_batch(tags, 0)
+        if not torch.equal(tag_lengths, lengths):
+            raise ValueError("tags: expected one tag per word of each sentence")
+        batch.tags = tag_ids
+    return batch
+
+
+def load_word_vectors(
+    path: str | os.PathLike, vocab: Vocab | Sequence[str], *, what: str = "word vectors"
+) -> tuple[Tensor, Tensor]:
+    """Read pre-trained vectors in word2vec or GloVe text format for the given words.
+
+    Each line is ``word v_1 ... v_D`` (whitespace-separated); a first line of exactly two integers
+    (``count D``) is a word2vec header. Every line must have ``D`` numbers. A word missing from the
+    file takes the vector of its lowercase form if that is there (GloVe is lowercased); the first
+    occurrence of a duplicated word wins.
+
+    Args:
+        path: the text file.
+        vocab: the word vocabulary (a :class:`~rnnkit.data.vocab.Vocab`, or its symbols in id order).
+        what: the file's role, appended to error messages.
+
+    Returns:
+        ``(vectors (V, D) float32, found (V,) bool)``: rows of words without a vector are zero.
+
+    Raises:
+        DataError: ``PATH:LINE: expected D numbers after the word, got N`` or ``... is not a number``,
+            plus those of :func:`rnnkit.data.files.read_lines`.
+    """
+    words = vocab.itos if isinstance(vocab, Vocab) else list(vocab)
+    lines = read_lines(path, what=what)
+    where = os.fspath(path)
+    first = lines[0].split()
+    start, dim = 0, None
+    if len(first) == 2 and all(x.isdigit() for x in first):
+        start, dim = 1, int(first[1])
+    wanted: dict[str, list[int]] = {}
+    for i, w in enumerate(words):
+        wanted.setdefault(w, []).append(i)
+    lower: dict[str, list[int]] = {}
+    for i, w in enumerate(words):
+        if w.lower() != w:
+            lower.setdefault(w.lower(), []).append(i)
+    exact: dict[int, tuple[int, list[str]]] = {}  # word id -> (line number, number fields)
+    folded: dict[int, tuple[int, list[str]]] = {}
+    for n, line in enumerate(lines[start:], start=start + 1):
+        parts = line.split()
+        if not parts:
+            continue
+        if dim is None:
+            dim = len(parts) - 1
+            if dim < 1:
+                raise DataError(f"{where}:{n}: expected a word followed by numbers, got one field ({what})")
+        if len(parts) != dim + 1:
+            raise DataError(f"{where}:{n}: expected {dim} numbers after the word, got {len(parts) - 1} ({what})")
+        for ids, store in ((wanted.get(parts[0]), exact), (lower.get(parts[0]), folded)):
+            for i in ids or ():
+                store.setdefault(i, (n, parts[1:]))
+    if dim is None:
+        raise DataError(f"{where}: no vectors found ({what})")
+    vectors = torch.zeros(len(words), dim)
+    found = torch.zeros(len(words), dtype=torch.bool)
+    for i in range(len(words)):
+        source = exact.get(i, folded.get(i))
+        if source is None:
+            continue
+        n, values = source
+        try:
+            vectors[i] = torch.tensor([float(v) for v in values])
+        except ValueError:
+            bad = next(v for v in values if not _is_float(v))
+            raise DataError(f"{where}:{n}: {bad!r} is not a number ({what})") from None
+        found[i] = True
+    return vectors, found
+
+
+def _is_float(s: str) -> bool:
+    try:
+        float(s)
+    except ValueError:
+        return False
+    return True
+
+
+class Tagger(nn.Module):
+    """BiLSTM (+ char BiLSTM) tagger with a softmax or CRF head (equations in the module docstring).
+
+    Args:
+        config: the architecture.
+        crf_constraints: optional ``(allowed_transitions, allowed_start, allowed_end)`` for the
+            CRF (:func:`rnnkit.nn.crf.bio_constraints`); they are buffers, so saved in the state dict.
+
+    Example::
+
+        >>> model = Tagger(TaggerConfig(num_words=100, num_tags=17, num_chars=60))
+        >>> batch = collate_tagged([[5, 6, 7]], [[[3, 4], [5], [6, 7, 8]]], [[1, 2, 3]])
+        >>> loss_sum, n = model.loss(batch)       # n == 3
+        >>> model.eval(); model.predict(batch)    # [[tag, tag, tag]]
+    """
+
+    def __init__(self, config: TaggerConfig, *, crf_constraints: tuple[Tensor, Tensor, Tensor] | None = None):
+        super().__init__()
+        self.config = c = config
+        self.word_embedding = nn.Embedding(c.num_words, c.emb, padding_idx=c.word_pad_id)
+        input_size = c.emb
+        if c.use_chars:
+            self.char_embedding = nn.Embedding(c.num_chars, c.char_emb, padding_idx=c.char_pad_id)
+            self.char_lstm = LSTM(c.char_emb, c.char_hidden, batch_first=True, bidirectional=True)
+            input_size += 2 * c.char_hidden
+        else:
+            self.char_embedding = self.char_lstm = None
+        self.dropout = nn.Dropout(c.dropout)
+        self.lstm = LSTM(
+            input_size, c.hidden, c.layers, batch_first=True, dropout=c.dropout if c.layers > 1 else 0.0,
+            bidirectional=True,
+        )
+        self.output = nn.Linear(2 * c.hidden, c.num_tags)
+        if c.crf:
+            trans, start, end = crf_constraints if crf_constraints is not None else (None, None, None)
+            self.crf = CRF(c.num_tags, allowed_transitions=trans, allowed_start=start, allowed_end=end)
+        else:
+            if crf_constraints is not None:
+                raise ValueError("crf_constraints need config.crf=True")
+            self.crf = None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.uniform_(self.word_embedding.weight, -0.1, 0.1)
+        with torch.no_grad():
+            self.word_embedding.weight[self.config.word_pad_id].zero_()
+        if self.char_embedding is not None:
+            nn.init.uniform_(self.char_embedding.weight, -0.1, 0.1)
+            with torch.no_grad():
+                self.char_embedding.weight[self.config.char_pad_id].zero_()
+
+    @torch.no_grad()
+    def set_word_vectors(self, vectors: Tensor, found: Tensor | None = None) -> int:
+        """Copy pre-trained vectors (from :func:`load_word_vectors`) into the word embedding.
+
+        Only rows with ``found`` True are copied (all rows if None); the padding row stays zero.
+
+        Returns:
+            The number of rows copied.
+        """
+        expected = (self.config.num_words, self.config.emb)
+        if tuple(vectors.shape) != expected:
+            raise ValueError(f"vectors: expected shape {expected} (num_words, emb), got {tuple(vectors.shape)}")
+        rows = torch.ones(expected[0], dtype=torch.bool) if found is None else found.clone().bool()
+        rows[self.config.word_pad_id] = False
+        self.word_embedding.weight[rows] = vectors[rows].to(self.word_embedding.weight)
+        return int(rows.sum())
+
+    def _check(self, words: Tensor, chars: Tensor | None, lengths: Tensor, char_lengths: Tensor | None) -> None:
+        if words.dim() != 2:
+            raise ValueError(f"words: expected shape (B, T), got {tuple(words.shape)}")
+        b, t = words.shape
+        if tuple(lengths.shape) != (b,):
+            raise ValueError(f"lengths: expected shape ({b},), got {tuple(lengths.shape)}")
+        if self.config.use_chars:
+            if chars is None or char_lengths is None:
+                raise ValueError("chars and char_lengths are required when config.use_chars")
+            if chars.dim() != 3 or tuple(chars.shape[:2]) != (b, t):
+                raise ValueError(f"chars: expected shape ({b}, {t}, C), got {tuple(chars.shape)}")
+            if tuple(char_lengths.shape) != (b, t):
+                raise ValueError(f"char_lengths: expected shape ({b}, {t}), got {tuple(char_lengths.shape)}")
+
+    def _mask(self, lengths: Tensor, steps: int, device: torch.device) -> Tensor:
+        return torch.arange(steps, device=device).unsqueeze(0) < lengths.to(device).unsqueeze(1)  # (B, T)
+
+    def _char_features(self, chars: Tensor, char_lengths: Tensor, mask: Tensor) -> Tensor:
+        """Final states of the char BiLSTM for each real word; zeros at padded words. -> (B, T, 2*Hc)"""
+        b, t, c = chars.shape
+        real = mask.reshape(-1)  # (B*T,)
+        word_chars = chars.reshape(b * t, c)[real]  # (N, C), N real words
+        n_chars = char_lengths.reshape(b * t)[real.cpu()].cpu()  # (N,)
+        _, (h, _) = self.char_lstm(self.char_embedding(word_chars), lengths=n_chars)  # h: (2, N, Hc)
+        per_word = torch.cat([h[0], h[1]], dim=1)  # (N, 2*Hc)
+        out = per_word.new_zeros(b * t, per_word.size(1))
+        out[real] = per_word
+        return out.view(b, t, -1)  # (B, T, 2*Hc)
+
+    def forward(
+        self,
+        words: Tensor,
+        chars: Tensor | None,
+        lengths: Tensor,
+        char_lengths: Tensor | None,
+    ) -> Tensor:
+        """Emission scores of every tag at every position.
+
+        Args:
+            words: ``(B, T)`` word ids.
+            chars: ``(B, T, C)`` character ids (None without the character encoder).
+            lengths: ``(B,)`` sentence lengths in ``[1, T]``.
+            char_lengths: ``(B, T)`` word lengths in characters, >= 1 at real words (None without chars).
+
+        Returns:
+            ``(B, T, K)`` scores; values at padded positions are meaningless.
+        """
+        self._check(words, chars, lengths, char_lengths)
+        mask = self._mask(lengths, words.size(1), words.device)
+        x = self.word_embedding(words)  # (B, T, E)
+        if self.char_lstm is not None:
+            x = torch.cat([x, self._char_features(chars, char_lengths, mask)], dim=2)  # (B, T, E + 2*Hc)
+        h, _ = self.lstm(self.dropout(x), lengths=lengths.cpu())  # (B, T, 2*H)
+        return self.output(self.dropout(h))  # (B, T, K)
+
+    def _emissions(self, batch: TaggerBatch) -> tuple[Tensor, Tensor]:
+        emissions = self(batch.words, batch.chars, batch.lengths, batch.char_lengths)
+        return emissions, self._mask(batch.lengths, batch.words.size(1), emissions.device)
+
+    def loss(self, batch: TaggerBatch) -> tuple[Tensor, int]:
+        """Summed loss over the real tokens of the batch, and their number.
+
+        Softmax head: cross-entropy summed over tokens. CRF head: negative log-likelihood summed over
+        sentences (a sentence-level loss; divide by the token count as for the softmax).
+
+        Returns:
+            ``(loss_sum, n_tokens)``: a scalar tensor and an int.
+        """
+        if batch.tags is None:
+            raise ValueError("loss needs batch.tags")
+        emissions, mask = self._emissions(batch)
+        tags = batch.tags.to(emissions.device)
+        if self.crf is not None:
+            loss = self.crf.neg_log_likelihood(emissions, tags, mask).sum()
+        else:
+            loss = F.cross_entropy(emissions[mask], tags[mask], reduction="sum")  # over (N, K) real tokens
+        return loss, batch.num_tokens
+
+    @torch.no_grad()
+    def predict(self, batch: TaggerBatch) -> list[list[int]]:
+        """Best tag ids of each sentence (argmax, or Viterbi with the CRF), trimmed to its length.
+
+        Call ``model.eval()`` first so that dropout is off.
+        """
+        emissions, mask = self._emissions(batch)
+        if self.crf is not None:
+            return self.crf.decode(emissions, mask)
+        best = emissions.argmax(dim=2).tolist()  # (B, T)
+        return [row[:n] for row, n in zip(best, batch.lengths.tolist())]
