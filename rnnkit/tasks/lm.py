@@ -11,9 +11,7 @@ The CLI (``rnnkit lm ...``) is a thin layer over :func:`train`, :func:`resume` a
 
 from __future__ import annotations
 
-import dataclasses
 import math
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
@@ -31,11 +29,10 @@ from rnnkit.metrics.lm import lm_summary
 from rnnkit.models.lm import LanguageModel, LMModelConfig
 from rnnkit.train import run as runs
 from rnnkit.train.checkpoint import load_model_state
-from rnnkit.train.config import TrainConfig, build_config, option
+from rnnkit.train.config import TrainConfig, option
 from rnnkit.train.engine import StepResult, Trainer, resolve_device
 
 TASK = "lm"
-EVAL_BATCH = 10
 
 
 @dataclass(frozen=True)
@@ -139,7 +136,7 @@ def eval_batches(ids: torch.Tensor, batch_size: int, bptt: int) -> Iterator[tupl
 
 @torch.no_grad()
 def evaluate_ids(model: LanguageModel, ids: torch.Tensor, bptt: int, device: torch.device,
-                 batch_size: int = EVAL_BATCH) -> dict[str, float]:
+                 batch_size: int) -> dict[str, float]:
     """Masked NLL over a token stream (state carried across windows): loss, perplexity, bits, tokens."""
     was_training = model.training
     model.eval()
@@ -184,7 +181,7 @@ class LMTask:
 
     def evaluate(self, model: LanguageModel) -> dict[str, float]:
         assert self.valid_ids is not None
-        return evaluate_ids(model, self.valid_ids, self.cfg.bptt, self.device)
+        return evaluate_ids(model, self.valid_ids, self.cfg.bptt, self.device, self.cfg.batch_size)
 
 
 # --- the Python API ----------------------------------------------------------------------------------
@@ -214,7 +211,7 @@ class LMRun:
                 text = read_text(text_or_path, what="test text")
         name = str(text_or_path) if text_or_path is not None else "text"
         ids = encode_checked(self.tokenizer, text, name, min_tokens=2)
-        return evaluate_ids(self.model, ids, self.config.bptt, self.device)
+        return evaluate_ids(self.model, ids, self.config.bptt, self.device, self.config.batch_size)
 
     def unknown_symbols(self, prompt: str) -> list[str]:
         return self.tokenizer.unknown(prompt)
@@ -257,8 +254,7 @@ def prepare(cfg: LMConfig) -> tuple[Tokenizer, torch.Tensor, torch.Tensor | None
 
 def make_config(config: LMConfig | None = None, **overrides: Any) -> LMConfig:
     """An :class:`LMConfig` from keyword arguments (checked like flags), on top of ``config`` if given."""
-    base = dataclasses.asdict(config) if config is not None else {**DEFAULTS}
-    return build_config(LMConfig, {**base, **overrides}, source="keyword arguments")
+    return runs.make_config(LMConfig, DEFAULTS, config, **overrides)
 
 
 def train(config: LMConfig | None = None, *, overwrite: bool = False, progress: bool = True,
@@ -267,29 +263,24 @@ def train(config: LMConfig | None = None, *, overwrite: bool = False, progress: 
 
     Fields may be given as keyword arguments (``train(hidden=512, max_steps=100)``) or as a config.
     """
-    cfg = config if config is not None and not overrides else make_config(config, **overrides)
+    cfg = make_config(config, **overrides)
     out = Path(cfg.out)
-    runs.check_out_dir(out, overwrite=overwrite)
-    device = resolve_device(cfg.device)
-    runs.setup_torch(cfg.seed, cfg.threads)
+    device = runs.start(cfg, overwrite=overwrite)
     tokenizer, train_ids, valid_ids = prepare(cfg)  # every input is checked before the folder is touched
     runs.create_run_dir(out, overwrite=overwrite)
     runs.save_run_config(out, cfg, TASK)
     runs.write_json(out / runs.TOKENIZER, tokenizer.to_dict())
-    torch.manual_seed(cfg.seed)
     model = _build(cfg, tokenizer, device)
-    trainer = _trainer(cfg, model, tokenizer, train_ids, valid_ids, device, out, progress)
+    trainer = _trainer(cfg, model, train_ids, valid_ids, device, out, progress)
     trainer.fit()
-    _report_stop(trainer, out)
+    runs.report_stop(trainer, out, TASK)
     return load(out)
 
 
 def resume(run_dir: str | Path, *, progress: bool = True, **overrides: Any) -> LMRun:
     """Continue a run from its ``last`` checkpoint; only stopping, device and thread fields may change."""
     out = Path(run_dir)
-    saved = runs.load_run_config(out, LMConfig, TASK)
-    checked = build_config(LMConfig, {**dataclasses.asdict(saved), **overrides}, source="flags")
-    cfg = runs.resume_config(saved, {k: getattr(checked, k) for k in overrides})
+    cfg = runs.resume_settings(out, LMConfig, TASK, overrides)
     ckpt = runs.load_checkpoint(out, "last", TASK)
     device = resolve_device(cfg.device)
     runs.setup_torch(cfg.seed, cfg.threads)
@@ -298,31 +289,20 @@ def resume(run_dir: str | Path, *, progress: bool = True, **overrides: Any) -> L
     train_ids = encode_checked(tokenizer, train_text, train_name, min_tokens=cfg.batch_size * 2)
     valid_ids = encode_checked(tokenizer, valid_text, valid_name, 2) if valid_text is not None else None
     model = _build(cfg, tokenizer, device)
-    trainer = _trainer(cfg, model, tokenizer, train_ids, valid_ids, device, out, progress)
+    trainer = _trainer(cfg, model, train_ids, valid_ids, device, out, progress)
     trainer.restore(ckpt)
     runs.truncate_metrics(out, trainer.state.step)
     runs.save_run_config(out, cfg, TASK)
     trainer.fit()
-    _report_stop(trainer, out)
+    runs.report_stop(trainer, out, TASK)
     return load(out)
 
 
-def _trainer(cfg: LMConfig, model: LanguageModel, tokenizer: Tokenizer, train_ids: torch.Tensor,
-             valid_ids: torch.Tensor | None, device: torch.device, out: Path, progress: bool) -> Trainer:
+def _trainer(cfg: LMConfig, model: LanguageModel, train_ids: torch.Tensor, valid_ids: torch.Tensor | None,
+             device: torch.device, out: Path, progress: bool) -> Trainer:
     task = LMTask(cfg, train_ids, valid_ids, device)
     meta = {"task": TASK, "model_config": model.config.to_dict()}
     return Trainer(model, task, cfg, out, meta, device, progress=progress)
-
-
-def _report_stop(trainer: Trainer, out: Path) -> None:
-    s = trainer.state
-    why = {"max_steps": "reached --max-steps", "time_budget": "time budget used up", "epochs": "all epochs done",
-           "early_stopping": "early stopping (validation loss stopped improving)",
-           "interrupted": "interrupted"}[trainer.stop_reason]
-    print(f"rnnkit: stopped after step {s.step} ({why}); {trainer.steps_this_run} steps in this run, "
-          f"{s.elapsed_s:.0f}s of training in all; run folder {out}", file=sys.stderr)
-    if trainer.stop_reason == "interrupted":
-        print(f"rnnkit: resume with: rnnkit lm train --resume {out}", file=sys.stderr)
 
 
 def _load_tokenizer(run_dir: Path) -> Tokenizer:

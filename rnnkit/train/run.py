@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+import sys
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -23,6 +24,7 @@ import torch
 from rnnkit.errors import CheckpointError, ConfigError
 from rnnkit.train import checkpoint as ck
 from rnnkit.train.config import build_config, config_to_dict
+from rnnkit.train.engine import Trainer, resolve_device
 
 C = TypeVar("C")
 
@@ -131,3 +133,38 @@ def truncate_metrics(run_dir: Path, step: int) -> None:
         except json.JSONDecodeError:
             continue
     ck.atomic_write_text(path, "".join(x + "\n" for x in keep))
+
+
+def make_config(cls: type[C], defaults: dict[str, Any], config: C | None = None, **overrides: Any) -> C:
+    """A task config from keyword arguments (checked like flags), on top of ``config`` or the task defaults."""
+    if config is not None and not overrides:
+        return config
+    base = dataclasses.asdict(config) if config is not None else dict(defaults)
+    return build_config(cls, {**base, **overrides}, source="keyword arguments")
+
+
+def start(cfg: Any, *, overwrite: bool) -> torch.device:
+    """Checks before a new run (output folder, device), then seeds and sets threads; writes nothing."""
+    check_out_dir(Path(cfg.out), overwrite=overwrite)
+    device = resolve_device(cfg.device)
+    setup_torch(cfg.seed, cfg.threads)
+    return device
+
+
+def resume_settings(run_dir: Path, cls: type[C], task: str, overrides: dict[str, Any]) -> C:
+    """The saved config of ``run_dir`` with the allowed resume overrides applied (and checked)."""
+    saved = load_run_config(run_dir, cls, task)
+    checked = build_config(cls, {**dataclasses.asdict(saved), **overrides}, source="flags")
+    return resume_config(saved, {k: getattr(checked, k) for k in overrides})
+
+
+def report_stop(trainer: Trainer, out: Path, task: str) -> None:
+    """One line on stderr saying why and where training stopped (and how to resume after Ctrl-C)."""
+    s = trainer.state
+    why = {"max_steps": "reached --max-steps", "time_budget": "time budget used up", "epochs": "all epochs done",
+           "early_stopping": "early stopping (validation loss stopped improving)",
+           "interrupted": "interrupted"}[trainer.stop_reason]
+    print(f"rnnkit: stopped after step {s.step} ({why}); {trainer.steps_this_run} steps in this run, "
+          f"{s.elapsed_s:.0f}s of training in all; run folder {out}", file=sys.stderr)
+    if trainer.stop_reason == "interrupted":
+        print(f"rnnkit: resume with: rnnkit {task} train --resume {out}", file=sys.stderr)
