@@ -6,6 +6,15 @@ import torch.nn.functional as F
 
 import rnnkit.nn as rn
 
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 TORCH_CELLS = [
     (rn.RNNCell, torch.nn.RNNCell, {"nonlinearity": "tanh"}),
     (rn.RNNCell, torch.nn.RNNCell, {"nonlinearity": "relu"}),
