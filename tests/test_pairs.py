@@ -6,7 +6,14 @@ import re
 
 import pytest
 
-from rnnkit.data.pairs import MAX_CHARS, bundled_tatoeba, read_parallel, read_tsv_pairs, split_pairs
+from rnnkit.data.pairs import (
+    MAX_CHARS,
+    bundled_tatoeba,
+    collate_pairs,
+    read_parallel,
+    read_tsv_pairs,
+    split_pairs,
+)
 from rnnkit.errors import DataError
 
 
@@ -114,3 +121,12 @@ def test_bundled_tatoeba_is_a_clean_disjoint_split():
                 "We're ", "They are ", "They're ")
     for result in splits.values():
         assert all(src.startswith(prefixes) and len(src.split()) <= 8 for src, _ in result.pairs)
+
+
+def test_collate_pairs_builds_teacher_forcing_tensors():
+    batch = collate_pairs([[5, 6, 7], [8]], [[9], [10, 11, 12]], pad_id=0, bos_id=2, eos_id=3)
+    assert batch.src.tolist() == [[5, 6, 7], [8, 0, 0]] and batch.src_lengths.tolist() == [3, 1]
+    assert batch.tgt_in.tolist() == [[2, 9, 0, 0], [2, 10, 11, 12]]
+    assert batch.tgt_out.tolist() == [[9, 3, 0, 0], [10, 11, 12, 3]]
+    with pytest.raises(ValueError, match="empty source sequences at batch positions \\[1\\]"):
+        collate_pairs([[5], []], [[1], [2]], pad_id=0, bos_id=2, eos_id=3)

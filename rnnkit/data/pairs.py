@@ -30,18 +30,24 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from torch import Tensor
+
+from rnnkit.data.batching import pad_batch
 from rnnkit.data.files import read_lines
 from rnnkit.errors import DataError
 
 __all__ = [
     "MAX_CHARS",
     "Pair",
+    "PairBatch",
     "PairsResult",
     "bundled_tatoeba",
+    "collate_pairs",
     "read_parallel",
     "read_tsv_pairs",
     "split_pairs",
@@ -228,3 +234,45 @@ def bundled_tatoeba() -> dict[str, Path]:
         if not path.is_file():
             raise DataError(f"{path}: bundled Tatoeba data is missing (reinstall rnnkit)")
     return paths
+
+
+@dataclass
+class PairBatch:
+    """Padded tensors of a batch of id pairs, as :class:`rnnkit.models.seq2seq.Seq2Seq` takes them.
+
+    Attributes:
+        src: ``(B, S)`` source ids padded with ``pad_id``.
+        src_lengths: ``(B,)`` source lengths (>= 1).
+        tgt_in: ``(B, T)`` decoder inputs ``<bos> y_1 ... y_n``, padded; T = longest target + 1.
+        tgt_out: ``(B, T)`` targets ``y_1 ... y_n <eos>``, padded with ``pad_id``.
+    """
+
+    src: Tensor
+    src_lengths: Tensor
+    tgt_in: Tensor
+    tgt_out: Tensor
+
+
+def collate_pairs(
+    src_ids: Sequence[Sequence[int]], tgt_ids: Sequence[Sequence[int]], *, pad_id: int, bos_id: int, eos_id: int
+) -> PairBatch:
+    """Pad a batch of tokenised pairs (ids without ``<bos>``/``<eos>``) for teacher forcing.
+
+    Example::
+
+        >>> b = collate_pairs([[5, 6], [7]], [[8], [9, 10]], pad_id=0, bos_id=2, eos_id=3)
+        >>> b.tgt_in.tolist(), b.tgt_out.tolist()
+        ([[2, 8, 0], [2, 9, 10]], [[8, 3, 0], [9, 10, 3]])
+
+    Raises:
+        ValueError: the two lists differ in length, or a source is empty (the encoder needs a token).
+    """
+    if len(src_ids) != len(tgt_ids):
+        raise ValueError(f"collate_pairs: {len(src_ids)} sources but {len(tgt_ids)} targets")
+    empty = [i for i, ids in enumerate(src_ids) if len(ids) == 0]
+    if empty:
+        raise ValueError(f"collate_pairs: empty source sequences at batch positions {empty[:10]}")
+    src, src_lengths = pad_batch(src_ids, pad_id)
+    tgt_in, _ = pad_batch([[bos_id, *ids] for ids in tgt_ids], pad_id)
+    tgt_out, _ = pad_batch([[*ids, eos_id] for ids in tgt_ids], pad_id)
+    return PairBatch(src, src_lengths, tgt_in, tgt_out)
