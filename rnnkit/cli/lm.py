@@ -10,6 +10,7 @@ from pathlib import Path
 from rnnkit.cli.common import add_config_flags, given_fields, resolve_config
 from rnnkit.errors import ConfigError
 from rnnkit.tasks import lm
+from rnnkit.train.distributed import is_main_process
 
 
 def register(tasks: argparse._SubParsersAction) -> None:
@@ -64,6 +65,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         cfg = resolve_config(lm.LMConfig, args, lm.DEFAULTS)
         run = lm.train(cfg, overwrite=args.overwrite, progress=progress)
+    if not is_main_process():  # under torchrun only rank 0 reports
+        return 0
     if run.config.valid is not None or run.config.train is None:
         metrics = run.evaluate()
         print(f"rnnkit: best checkpoint: valid loss {metrics['loss']:.4f}, perplexity "

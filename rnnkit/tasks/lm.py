@@ -30,6 +30,7 @@ from rnnkit.models.lm import LanguageModel, LMModelConfig
 from rnnkit.train import run as runs
 from rnnkit.train.checkpoint import load_model_state
 from rnnkit.train.config import TrainConfig, option
+from rnnkit.train.distributed import DistInfo, shard
 from rnnkit.train.engine import StepResult, Trainer, resolve_device
 
 TASK = "lm"
@@ -117,8 +118,8 @@ def encode_checked(tokenizer: Tokenizer, text: str, name: str, min_tokens: int) 
     return ids
 
 
-def eval_batches(ids: torch.Tensor, batch_size: int, bptt: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Windows that cover every next-token prediction of ``ids`` exactly once.
+def eval_layout(ids: torch.Tensor, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs and targets covering every next-token prediction of ``ids`` exactly once, (rows, width) each.
 
     The n-1 (input, target) pairs are laid out row-major in ``batch_size`` contiguous rows; the tail of
     the last rows is padding, marked by target -100, which the masked loss never counts.
@@ -129,37 +130,58 @@ def eval_batches(ids: torch.Tensor, batch_size: int, bptt: int) -> Iterator[tupl
     x = torch.zeros(rows * width, dtype=torch.long)
     y = torch.full((rows * width,), -100, dtype=torch.long)
     x[:n], y[:n] = ids[:-1], ids[1:]
-    x, y = x.view(rows, width), y.view(rows, width)  # (rows, width)
-    for pos in range(0, width, bptt):
+    return x.view(rows, width), y.view(rows, width)  # (rows, width)
+
+
+def eval_batches(ids: torch.Tensor, batch_size: int, bptt: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """BPTT windows over :func:`eval_layout` (state is carried from one window to the next)."""
+    x, y = eval_layout(ids, batch_size)
+    for pos in range(0, x.size(1), bptt):
         yield x[:, pos:pos + bptt], y[:, pos:pos + bptt]
 
 
 @torch.no_grad()
-def evaluate_ids(model: LanguageModel, ids: torch.Tensor, bptt: int, device: torch.device,
-                 batch_size: int) -> dict[str, float]:
-    """Masked NLL over a token stream (state carried across windows): loss, perplexity, bits, tokens."""
+def nll_stats(model: LanguageModel, x: torch.Tensor, y: torch.Tensor, bptt: int,
+              device: torch.device) -> dict[str, float]:
+    """Summed NLL and counted targets over a (rows, width) layout, in BPTT windows with state carried."""
     was_training = model.training
     model.eval()
     total = torch.zeros((), dtype=torch.float64, device=device)
     state = None
-    for x, y in eval_batches(ids, batch_size, bptt):
-        nll, state = model.loss(x.to(device), y.to(device), state)
+    for pos in range(0, x.size(1), bptt):
+        nll, state = model.loss(x[:, pos:pos + bptt].to(device), y[:, pos:pos + bptt].to(device), state)
         total += nll.double()
     model.train(was_training)
-    return lm_summary(float(total), ids.numel() - 1)
+    return {"nll": float(total), "tokens": float((y != -100).sum())}
+
+
+def summarize(stats: dict[str, float]) -> dict[str, float]:
+    return lm_summary(stats["nll"], int(stats["tokens"]))
+
+
+def evaluate_ids(model: LanguageModel, ids: torch.Tensor, bptt: int, device: torch.device,
+                 batch_size: int) -> dict[str, float]:
+    """Masked NLL over a token stream (state carried across windows): loss, perplexity, bits, tokens."""
+    x, y = eval_layout(ids, batch_size)
+    return summarize(nll_stats(model, x, y, bptt, device))
 
 
 class LMTask:
-    """The engine's view of language modelling: BPTT windows over parallel streams, state carried."""
+    """The engine's view of language modelling: BPTT windows over parallel streams, state carried.
+
+    Under torchrun rank r owns streams ``r*B/W .. (r+1)*B/W - 1`` of the one-process layout.
+    """
 
     name = TASK
 
     def __init__(self, cfg: LMConfig, train_ids: torch.Tensor, valid_ids: torch.Tensor | None,
-                 device: torch.device) -> None:
-        self.cfg, self.device = cfg, device
-        self.data = batchify(train_ids, cfg.batch_size)  # (B, N // B)
-        self.valid_ids = valid_ids
+                 device: torch.device, info: DistInfo | None = None) -> None:
+        self.cfg, self.device, self.info = cfg, device, info or DistInfo()
+        rows = shard(cfg.batch_size, self.info, "batch_size")
+        self.data = batchify(train_ids, cfg.batch_size)[rows]  # (B / W, N // B)
+        self.valid = eval_layout(valid_ids, cfg.batch_size) if valid_ids is not None else None
         self.has_valid = valid_ids is not None
+        self.ddp_find_unused_parameters = cfg.softmax == "adaptive"  # a batch may miss a tail cluster
 
     def _stream(self, epoch: int) -> BPTTStream:
         return BPTTStream(self.data, self.cfg.bptt, variable=self.cfg.variable_bptt,
@@ -179,9 +201,17 @@ class LMTask:
                                 carry)
         return StepResult(nll, x.numel(), state, lr_scale)
 
-    def evaluate(self, model: LanguageModel) -> dict[str, float]:
-        assert self.valid_ids is not None
-        return evaluate_ids(model, self.valid_ids, self.cfg.bptt, self.device, self.cfg.batch_size)
+    def evaluate_stats(self, model: LanguageModel) -> dict[str, float]:
+        assert self.valid is not None
+        x, y = self.valid
+        if x.size(0) % self.info.world_size == 0:
+            rows = shard(x.size(0), self.info, "batch_size")
+        else:  # too few rows to share: rank 0 evaluates them all
+            rows = slice(0, x.size(0) if self.info.is_main else 0)
+        return nll_stats(model, x[rows], y[rows], self.cfg.bptt, self.device)
+
+    def summarize(self, stats: dict[str, float]) -> dict[str, float]:
+        return summarize(stats)
 
 
 # --- the Python API ----------------------------------------------------------------------------------
@@ -265,13 +295,12 @@ def train(config: LMConfig | None = None, *, overwrite: bool = False, progress: 
     """
     cfg = make_config(config, **overrides)
     out = Path(cfg.out)
-    device = runs.start(cfg, overwrite=overwrite)
+    info, device = runs.start(cfg, overwrite=overwrite)
     tokenizer, train_ids, valid_ids = prepare(cfg)  # every input is checked before the folder is touched
-    runs.create_run_dir(out, overwrite=overwrite)
-    runs.save_run_config(out, cfg, TASK)
-    runs.write_json(out / runs.TOKENIZER, tokenizer.to_dict())
+    runs.create_run(out, cfg, TASK, tokenizer.to_dict(), overwrite=overwrite, info=info)
     model = _build(cfg, tokenizer, device)
-    trainer = _trainer(cfg, model, train_ids, valid_ids, device, out, progress)
+    runs.after_model_init(cfg, info)
+    trainer = _trainer(cfg, model, train_ids, valid_ids, device, out, progress, info)
     trainer.fit()
     runs.report_stop(trainer, out, TASK)
     return load(out)
@@ -282,27 +311,27 @@ def resume(run_dir: str | Path, *, progress: bool = True, **overrides: Any) -> L
     out = Path(run_dir)
     cfg = runs.resume_settings(out, LMConfig, TASK, overrides)
     ckpt = runs.load_checkpoint(out, "last", TASK)
-    device = resolve_device(cfg.device)
-    runs.setup_torch(cfg.seed, cfg.threads)
+    info, device = runs.start(cfg, overwrite=None)
     tokenizer = _load_tokenizer(out)
     train_text, valid_text, train_name, valid_name = load_texts(cfg)
     train_ids = encode_checked(tokenizer, train_text, train_name, min_tokens=cfg.batch_size * 2)
     valid_ids = encode_checked(tokenizer, valid_text, valid_name, 2) if valid_text is not None else None
     model = _build(cfg, tokenizer, device)
-    trainer = _trainer(cfg, model, train_ids, valid_ids, device, out, progress)
+    trainer = _trainer(cfg, model, train_ids, valid_ids, device, out, progress, info)
     trainer.restore(ckpt)
-    runs.truncate_metrics(out, trainer.state.step)
-    runs.save_run_config(out, cfg, TASK)
+    if info.is_main:
+        runs.truncate_metrics(out, trainer.state.step)
+        runs.save_run_config(out, cfg, TASK)
     trainer.fit()
     runs.report_stop(trainer, out, TASK)
     return load(out)
 
 
 def _trainer(cfg: LMConfig, model: LanguageModel, train_ids: torch.Tensor, valid_ids: torch.Tensor | None,
-             device: torch.device, out: Path, progress: bool) -> Trainer:
-    task = LMTask(cfg, train_ids, valid_ids, device)
+             device: torch.device, out: Path, progress: bool, info: DistInfo) -> Trainer:
+    task = LMTask(cfg, train_ids, valid_ids, device, info)
     meta = {"task": TASK, "model_config": model.config.to_dict()}
-    return Trainer(model, task, cfg, out, meta, device, progress=progress)
+    return Trainer(model, task, cfg, out, meta, device, progress=progress, dist_info=info)
 
 
 def _load_tokenizer(run_dir: Path) -> Tokenizer:

@@ -75,7 +75,9 @@ class TrainConfig:
     log_every: int = option(50, "write a metrics line every N steps")
     seed: int = option(1, "random seed (model init, dropout, shuffling, sampling)")
     threads: int | None = option(None, "CPU threads for torch (default: torch's choice)")
-    device: str = option("auto", "auto, cpu, cuda or cuda:N")
+    device: str = option("auto", "auto, cpu, cuda or cuda:N (under torchrun: each rank's own GPU)")
+    precision: str = option("fp32", "autocast precision (fp16 adds a gradient scaler)",
+                            choices=("fp32", "bf16", "fp16"))
 
 
 def field_type(cls: type, name: str) -> Any:

@@ -8,7 +8,8 @@ protocol); the engine runs one explicit loop, read top to bottom:
 and owns everything around it: optimiser and schedule, gradient clipping, early stopping, the time and
 step budgets, Ctrl-C, non-finite losses, the progress bar and ``metrics.jsonl``, and checkpoints that
 resume exactly (model, optimiser, schedule, early-stopping state, RNG state, data position and the
-carried recurrent state).
+carried recurrent state). Under torchrun it wraps the model in DistributedDataParallel; only rank 0
+prints, logs and writes checkpoints, and every stopping decision is taken by all ranks together.
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ from tqdm import tqdm
 
 from rnnkit.errors import RnnkitError
 from rnnkit.train import checkpoint as ck
+from rnnkit.train import distributed as dist
 from rnnkit.train.config import TrainConfig
+from rnnkit.train.distributed import DistInfo
 from rnnkit.train.schedule import Schedule
 
 
@@ -65,8 +68,15 @@ class Task(Protocol):
 
     def train_loss(self, model: nn.Module, batch: Any, carry: Any) -> StepResult: ...
 
-    def evaluate(self, model: nn.Module) -> dict[str, float]:
-        """Metrics on the validation split; must include ``loss`` (mean per token)."""
+    def evaluate_stats(self, model: nn.Module) -> dict[str, float]:
+        """Additive statistics (sums, counts) on this rank's share of the validation split.
+
+        (A task may instead define ``evaluate(model) -> metrics`` over the whole validation set; under
+        torchrun every rank then evaluates all of it.)
+        """
+
+    def summarize(self, stats: dict[str, float]) -> dict[str, float]:
+        """Metrics from statistics summed over ranks; must include ``loss`` (mean per token)."""
 
 
 @dataclass
@@ -137,6 +147,18 @@ class _StopFlag:
             signal.signal(signal.SIGINT, self._previous)
 
 
+class _StepModule(nn.Module):
+    """The task's training loss as a module, so that DistributedDataParallel can wrap it."""
+
+    def __init__(self, model: nn.Module, task: Task) -> None:
+        super().__init__()
+        self.model, self.task = model, task
+
+    def forward(self, batch: Any, carry: Any) -> tuple[torch.Tensor, Any, int, float]:
+        out = self.task.train_loss(self.model, batch, carry)
+        return out.loss_sum, out.carry, out.tokens, out.lr_scale
+
+
 class Trainer:
     """Runs :class:`Task` training for a model, writing into a run folder.
 
@@ -148,13 +170,26 @@ class Trainer:
         meta: JSON-ready values stored in every checkpoint (task name, model config...).
         device: where the model lives.
         progress: show a progress bar on stderr.
+        dist_info: this process's rank under torchrun (the task shards its data with the same info).
+
+    A carried state (LM hidden state) is a tensor or nested tuple of tensors in torch's
+    ``(layers * directions, batch, hidden)`` layout: under torchrun, checkpoints gather it along dim 1.
     """
 
     def __init__(self, model: nn.Module, task: Task, cfg: TrainConfig, run_dir: Path, meta: dict[str, Any],
-                 device: torch.device, progress: bool = True) -> None:
+                 device: torch.device, progress: bool = True, dist_info: DistInfo | None = None) -> None:
         self.model, self.task, self.cfg, self.run_dir = model, task, cfg, Path(run_dir)
-        self.meta, self.device, self.progress = meta, device, progress
+        self.meta, self.device = meta, device
+        self.dist = dist_info or DistInfo()
+        self.progress = progress and self.dist.is_main
+        self.step_module: nn.Module = _StepModule(model, task)
+        if self.dist.enabled:
+            self.step_module = nn.parallel.DistributedDataParallel(
+                self.step_module, device_ids=[device.index] if device.type == "cuda" else None,
+                find_unused_parameters=getattr(task, "ddp_find_unused_parameters", False))
         self.optimizer = make_optimizer(model, cfg)
+        self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
         planned = cfg.epochs * task.batches_per_epoch()
         if cfg.max_steps is not None:
             planned = min(planned, cfg.max_steps)
@@ -166,24 +201,38 @@ class Trainer:
 
     # --- checkpoints -------------------------------------------------------------------------------
 
+    def _gather(self, t: torch.Tensor, dim: int) -> torch.Tensor:
+        """Every rank's ``t`` concatenated along ``dim`` (collectives run on the training device)."""
+        if not self.dist.enabled:
+            return t
+        return dist.gather_cat(t.to(self.device), dim).cpu()
+
     def save(self, name: str, eval_loss: float | None = None) -> None:
-        """Write checkpoint ``name`` ('best' or 'last') atomically."""
+        """Write checkpoint ``name`` ('best' or 'last') atomically. Every rank calls it; rank 0 writes."""
+        carry = self.state.carry
+        if self.dist.enabled and carry is not None:
+            carry = _map_tensors(carry, lambda t: self._gather(t, 1))  # (L*D, B_global, H)
+        rng = {k: self._gather(v[None], 0) for k, v in ck.rng_to_flat().items()}  # (world_size, n)
+        if not self.dist.is_main:
+            return
         opt_tensors, opt_meta = ck.optimizer_to_flat(self.optimizer)
-        carry_tensors, carry_structure = ck.carry_to_flat(self.state.carry)
+        carry_tensors, carry_structure = ck.carry_to_flat(carry)
         tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
         tensors.update({f"optim.{k}": v for k, v in opt_tensors.items()})
         tensors.update({f"carry.{k}": v for k, v in carry_tensors.items()})
-        tensors.update({f"rng.{k}": v for k, v in ck.rng_to_flat().items()})
+        tensors.update({f"rng.{k}": v for k, v in rng.items()})
         s = self.state
         meta = {
             **self.meta,
             "name": name,
             "eval_loss": eval_loss,
+            "world_size": self.dist.world_size,
             "state": {"step": s.step, "epoch": s.epoch, "batch_in_epoch": s.batch_in_epoch,
                       "best_loss": s.best_loss, "bad_evals": s.bad_evals,
                       "best_saved_loss": s.best_saved_loss, "elapsed_s": s.elapsed_s},
             "schedule_scale": self.schedule.scale,
             "optimizer": opt_meta,
+            "scaler": self.scaler.state_dict(),
             "carry": carry_structure,
         }
         ck.save_checkpoint(ck.checkpoint_path(self.run_dir, name), tensors, meta)
@@ -191,37 +240,65 @@ class Trainer:
     def restore(self, ckpt: ck.Checkpoint) -> None:
         """Load everything the next step depends on from a checkpoint written by :meth:`save`."""
         ck.load_model_state(self.model, ckpt)
+        saved_world = ckpt.meta.get("world_size", 1)
+        if saved_world != self.dist.world_size:
+            raise ck.CheckpointError(f"{ckpt.path}: written by {saved_world} process(es); resume it with the "
+                                     f"same number (now {self.dist.world_size})")
         try:
             ck.optimizer_from_flat(self.optimizer, ckpt.group("optim"), ckpt.meta["optimizer"])
             st = ckpt.meta["state"]
             self.state = TrainState(step=st["step"], epoch=st["epoch"], batch_in_epoch=st["batch_in_epoch"],
                                     best_loss=st["best_loss"], bad_evals=st["bad_evals"],
                                     best_saved_loss=st["best_saved_loss"], elapsed_s=st["elapsed_s"])
-            self.state.carry = ck.carry_from_flat(ckpt.group("carry"), ckpt.meta["carry"], self.device)
+            carry = ck.carry_from_flat(ckpt.group("carry"), ckpt.meta["carry"], self.device)
+            if self.dist.enabled and carry is not None:
+                rows = None
+
+                def mine(t: torch.Tensor) -> torch.Tensor:
+                    nonlocal rows
+                    rows = dist.shard(t.size(1), self.dist, "batch_size")
+                    return t[:, rows].contiguous()
+
+                carry = _map_tensors(carry, mine)
+            self.state.carry = carry
             self.schedule.scale = ckpt.meta["schedule_scale"]
-            ck.rng_from_flat(ckpt.group("rng"))
-        except (KeyError, ValueError, RuntimeError) as e:
+            if ckpt.meta.get("scaler"):
+                self.scaler.load_state_dict(ckpt.meta["scaler"])
+            ck.rng_from_flat({k: v[self.dist.rank].clone() for k, v in ckpt.group("rng").items()})
+        except (KeyError, ValueError, RuntimeError, IndexError) as e:
             raise ck.CheckpointError(f"{ckpt.path}: cannot resume from this checkpoint ({e})") from None
 
     # --- logging -----------------------------------------------------------------------------------
 
     def log(self, record: dict[str, Any]) -> None:
+        if not self.dist.is_main:
+            return
         with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
 
     # --- evaluation --------------------------------------------------------------------------------
 
     def evaluate(self) -> dict[str, float]:
-        """Validation metrics; leaves training mode and the random generators exactly as they were."""
+        """Validation metrics, reduced over ranks; leaves training mode and the RNG exactly as they were."""
         rng = torch.get_rng_state()
         self.model.eval()
         try:
-            with torch.no_grad():
-                metrics = self.task.evaluate(self.model)
+            with torch.no_grad(), self._autocast():
+                if not hasattr(self.task, "evaluate_stats"):  # the whole validation set, on every rank
+                    return self.task.evaluate(self.model)
+                stats = self.task.evaluate_stats(self.model)
         finally:
             self.model.train()
             torch.set_rng_state(rng)
-        return metrics
+        if self.dist.enabled:
+            keys = sorted(stats)
+            summed = dist.all_sum(torch.tensor([float(stats[k]) for k in keys], dtype=torch.float64,
+                                               device=self.device))
+            stats = dict(zip(keys, summed.tolist()))
+        return self.task.summarize(stats)
+
+    def _autocast(self) -> Any:
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None)
 
     def scheduled_evaluation(self) -> bool:
         """Evaluate, update schedule, early stopping and the best checkpoint; True when patience ran out."""
@@ -255,9 +332,21 @@ class Trainer:
 
     # --- the loop ----------------------------------------------------------------------------------
 
+    def _should_stop(self, start: float, interrupt: _StopFlag) -> str:
+        """Why to stop before the next step ('' to go on); under torchrun all ranks agree."""
+        cfg, s = self.cfg, self.state
+        if cfg.max_steps is not None and s.step >= cfg.max_steps:
+            return "max_steps"  # the same on every rank
+        flags = [cfg.time_budget is not None and time.perf_counter() - start >= cfg.time_budget,
+                 interrupt.requested]
+        if self.dist.enabled:
+            flags = [bool(f) for f in dist.any_rank(torch.tensor(flags, dtype=torch.int32, device=self.device))]
+        return "time_budget" if flags[0] else "interrupted" if flags[1] else ""
+
     def fit(self) -> TrainState:
         """Train until epochs, steps, time budget, early stopping or Ctrl-C end it; return the state."""
         cfg, s, model, task = self.cfg, self.state, self.model, self.task
+        world = self.dist.world_size
         params = [p for p in model.parameters() if p.requires_grad]
         check_every = 1 if self.device.type == "cpu" else max(1, cfg.log_every)
         self._last_eval_step = -1
@@ -267,61 +356,64 @@ class Trainer:
                    unit="step", dynamic_ncols=True, leave=False)
         start = time.perf_counter()
         elapsed_before = s.elapsed_s
-        window_start, window_tokens = start, 0
-        loss_acc = torch.zeros((), device=self.device)
-        tokens_acc = 0
+        window_start = start
+        acc = torch.zeros(2, dtype=torch.float64, device=self.device)  # (summed loss, tokens) since the last log
         grad_norm = torch.zeros((), device=self.device)
         stop = ""
-        model.train()
+        self.step_module.train()
         with _StopFlag() as interrupt:
             while not stop and s.epoch < cfg.epochs:
                 for batch in task.train_batches(s.epoch, s.batch_in_epoch):
-                    if cfg.max_steps is not None and s.step >= cfg.max_steps:
-                        stop = "max_steps"
+                    stop = self._should_stop(start, interrupt)
+                    if stop:
                         break
-                    if cfg.time_budget is not None and time.perf_counter() - start >= cfg.time_budget:
-                        stop = "time_budget"
-                        break
-                    if interrupt.requested:
-                        stop = "interrupted"
-                        break
-                    # forward + loss
-                    out = task.train_loss(model, batch, detach_carry(s.carry))
-                    loss = out.loss_sum / max(1, out.tokens)
+                    # forward + loss: the mean over real tokens of all ranks (DDP averages gradients)
+                    with self._autocast():
+                        loss_sum, carry, tokens, lr_scale = self.step_module(batch, detach_carry(s.carry))
+                    if self.dist.enabled:
+                        all_tokens = dist.all_sum(torch.tensor(float(tokens), device=self.device))
+                        loss = loss_sum.float() * world / all_tokens
+                    else:
+                        loss = loss_sum.float() / max(1, tokens)
                     # backward, clip, step
                     self.optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
+                    self.scaler.scale(loss).backward()
+                    self.scaler.unscale_(self.optimizer)
                     if cfg.clip > 0:
                         grad_norm = nn.utils.clip_grad_norm_(params, cfg.clip)
                     elif (s.step + 1) % cfg.log_every == 0:
                         grad_norm = nn.utils.clip_grad_norm_(params, math.inf)
-                    loss_acc += out.loss_sum.detach()
-                    tokens_acc += out.tokens
-                    if (s.step + 1) % check_every == 0 and not (
-                            torch.isfinite(loss_acc) and torch.isfinite(grad_norm)):
-                        bar.close()
-                        self._diverged()
-                    lr = self.schedule.lr_at(s.step, s.epoch) * out.lr_scale
+                    acc[0] += loss_sum.detach().double()
+                    acc[1] += tokens
+                    if (s.step + 1) % check_every == 0:
+                        bad = ~torch.isfinite(acc[0])
+                        if not self.scaler.is_enabled():  # fp16: the scaler skips steps with inf gradients
+                            bad |= ~torch.isfinite(grad_norm)
+                        if bool(dist.any_rank(bad.int())):
+                            bar.close()
+                            self._diverged()
+                    lr = self.schedule.lr_at(s.step, s.epoch) * lr_scale
                     for group in self.optimizer.param_groups:
                         group["lr"] = lr
-                    self.optimizer.step()
-                    s.carry = out.carry
+                    self.scaler.step(self.optimizer)
+                    self.scaler.update()
+                    s.carry = carry
                     s.step += 1
                     s.batch_in_epoch += 1
                     self.steps_this_run += 1
-                    window_tokens += out.tokens
                     bar.update(1)
                     if s.step % cfg.log_every == 0:
                         now = time.perf_counter()
                         s.elapsed_s = elapsed_before + now - start
-                        mean = loss_acc.item() / max(1, tokens_acc)
-                        tps = window_tokens / max(1e-9, now - window_start)
+                        summed = dist.all_sum(acc.clone()).tolist()
+                        mean = summed[0] / max(1.0, summed[1])
+                        tps = summed[1] / max(1e-9, now - window_start)
                         self.log({"step": s.step, "epoch": s.epoch, "split": "train", "loss": round(mean, 6),
                                   "lr": lr, "grad_norm": round(float(grad_norm), 6),
                                   "tokens_per_s": round(tps, 1), "elapsed_s": round(s.elapsed_s, 3)})
                         bar.set_postfix(loss=f"{mean:.4f}", tok_s=f"{tps:,.0f}", refresh=False)
-                        loss_acc.zero_()
-                        tokens_acc, window_start, window_tokens = 0, now, 0
+                        acc.zero_()
+                        window_start = now
                     if cfg.eval_every and s.step % cfg.eval_every == 0:
                         s.elapsed_s = elapsed_before + time.perf_counter() - start
                         if task.has_valid and self.scheduled_evaluation():
@@ -344,6 +436,7 @@ class Trainer:
         if not task.has_valid:  # without validation the latest model is the best one we know
             self.save("best")
         self.save("last")
+        dist.barrier()  # no rank reads the run folder before rank 0 has written it
         return s
 
     def _diverged(self) -> None:
@@ -351,3 +444,9 @@ class Trainer:
         kept = f"the last good checkpoint is {last}" if last.exists() else "no checkpoint was written"
         raise TrainingStopped(f"non-finite loss or gradient at step {self.state.step + 1}; training stopped "
                               f"and {kept} (try a lower --lr or --clip)")
+
+
+def _map_tensors(x: Any, fn: Any) -> Any:
+    if torch.is_tensor(x):
+        return fn(x)
+    return tuple(_map_tensors(v, fn) for v in x)

@@ -23,8 +23,10 @@ import torch
 
 from rnnkit.errors import CheckpointError, ConfigError
 from rnnkit.train import checkpoint as ck
+from rnnkit.train import distributed as dist
 from rnnkit.train.config import build_config, config_to_dict
-from rnnkit.train.engine import Trainer, resolve_device
+from rnnkit.train.distributed import DistInfo
+from rnnkit.train.engine import Trainer
 
 C = TypeVar("C")
 
@@ -143,12 +145,30 @@ def make_config(cls: type[C], defaults: dict[str, Any], config: C | None = None,
     return build_config(cls, {**base, **overrides}, source="keyword arguments")
 
 
-def start(cfg: Any, *, overwrite: bool) -> torch.device:
-    """Checks before a new run (output folder, device), then seeds and sets threads; writes nothing."""
-    check_out_dir(Path(cfg.out), overwrite=overwrite)
-    device = resolve_device(cfg.device)
+def start(cfg: Any, *, overwrite: bool | None) -> tuple[DistInfo, torch.device]:
+    """Checks before a run (output folder unless resuming, device), joins torchrun's process group if
+    there is one, then seeds and sets threads; writes nothing."""
+    if overwrite is not None:
+        check_out_dir(Path(cfg.out), overwrite=overwrite)
+    info, device = dist.setup(cfg.device)
     setup_torch(cfg.seed, cfg.threads)
-    return device
+    return info, device
+
+
+def create_run(out: Path, cfg: Any, task: str, tokenizer: dict[str, Any], *, overwrite: bool,
+               info: DistInfo) -> None:
+    """Write a new run's folder, config and vocabularies (rank 0 only; the others wait for it)."""
+    if info.is_main:
+        create_run_dir(out, overwrite=overwrite)
+        save_run_config(out, cfg, task)
+        write_json(out / TOKENIZER, tokenizer)
+    dist.barrier()
+
+
+def after_model_init(cfg: Any, info: DistInfo) -> None:
+    """Give each rank its own dropout randomness once the (identical) model is built."""
+    if info.enabled:
+        torch.manual_seed(cfg.seed + 1000 * info.rank)
 
 
 def resume_settings(run_dir: Path, cls: type[C], task: str, overrides: dict[str, Any]) -> C:
@@ -160,6 +180,8 @@ def resume_settings(run_dir: Path, cls: type[C], task: str, overrides: dict[str,
 
 def report_stop(trainer: Trainer, out: Path, task: str) -> None:
     """One line on stderr saying why and where training stopped (and how to resume after Ctrl-C)."""
+    if not trainer.dist.is_main:
+        return
     s = trainer.state
     why = {"max_steps": "reached --max-steps", "time_budget": "time budget used up", "epochs": "all epochs done",
            "early_stopping": "early stopping (validation loss stopped improving)",
