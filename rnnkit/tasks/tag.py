@@ -1,0 +1,522 @@
+"""Sequence labelling, end to end: config, data, the engine's task, and the Python API.
+
+    import rnnkit.tasks.tag as tag
+    run = tag.train(out="runs/pos", max_steps=300)          # bundled UD English EWT, UPOS
+    run.predict([["I", "saw", "her", "duck", "."]])          # [['PRON', 'VERB', 'PRON', 'NOUN', 'PUNCT']]
+    run.evaluate(tag.bundled_ud_ewt()["test"])              # {"accuracy", "precision", "recall", "f1", "tokens", ...}
+    run = tag.load("runs/pos")                               # later, in another process
+
+Data are CoNLL-U files (label column ``upos`` or ``xpos``) or CoNLL-2003-style column files (label column
+a 0-based index, default -1 = the last), read by :func:`rnnkit.data.conll.read_tagged`. Training batches
+hold sentences of similar length (:func:`rnnkit.data.batching.length_batches`, seeded by (seed, epoch),
+so a resumed run sees the same batches); the loss is summed over real tokens and the engine divides
+by their number. Predictions come back in input order.
+
+Vocabularies: words (``<pad>``, ``<unk>``; words seen fewer than ``min_count`` times are ``<unk>``),
+characters (``<pad>``, ``<unk>``) and tags (no specials); all three are saved in ``RUN/tokenizer.json``.
+During training each real word is replaced by ``<unk>`` with probability ``word_dropout``, so the
+``<unk>`` embedding is trained for the unseen words of test data.
+
+The CLI (``rnnkit tag ...``) is a thin layer over :func:`train`, :func:`resume` and :func:`load`.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rnnkit.data.batching import length_batches, restore_order
+from rnnkit.data.conll import CONLLU_COLUMNS, Sentence, bundled_ud_ewt, read_tagged
+from rnnkit.data.vocab import Vocab
+from rnnkit.errors import CheckpointError, ConfigError, DataError
+from rnnkit.metrics.tagging import detect_scheme, span_scores, tagging_report
+from rnnkit.models.tagger import Tagger, TaggerBatch, TaggerConfig, collate_tagged, load_word_vectors
+from rnnkit.nn.crf import bio_constraints
+from rnnkit.train import run as runs
+from rnnkit.train.checkpoint import load_model_state
+from rnnkit.train.config import TrainConfig, option
+from rnnkit.train.distributed import DistInfo, is_main_process, shard
+from rnnkit.train.engine import StepResult, Trainer, resolve_device
+
+__all__ = ["DEFAULTS", "TagConfig", "TagRun", "TagTask", "TagVocabs", "bundled_ud_ewt", "load", "make_config",
+           "resume", "train"]
+
+TASK = "tag"
+VOCAB_FORMAT = "rnnkit.tag-vocab/1"
+EVAL_BATCH = 128  # sentences per batch when predicting or evaluating (no gradients: bigger is cheaper)
+
+
+@dataclass(frozen=True)
+class TagConfig(TrainConfig):
+    """Everything ``rnnkit tag train`` needs: data, model and training fields (flag ``--x-y`` = field x_y)."""
+
+    train: str | None = option(None, "training data, CoNLL-U or column file (default: the bundled UD English "
+                               "EWT train split)")
+    valid: str | None = option(None, "validation data (default with bundled data: the EWT dev split; "
+                               "otherwise none, and no validation runs)")
+    column: str | None = option(None, "label column: upos or xpos for CoNLL-U (default upos), a 0-based "
+                                "index for column files (default -1, the last)")
+    out: str = option("runs/tag", "run folder to write")
+    min_count: int = option(1, "words seen fewer times in training become <unk>")
+    word_dropout: float = option(0.05, "training: replace each word by <unk> with this probability")
+    word_vectors: str | None = option(None, "pre-trained word vectors, word2vec/GloVe text format (their "
+                                      "size must equal --emb)")
+    emb: int = option(100, "word embedding size")
+    chars: bool = option(True, "character BiLSTM encoder for each word")
+    char_emb: int = option(32, "character embedding size")
+    char_hidden: int = option(64, "character BiLSTM hidden size per direction")
+    max_word_chars: int = option(24, "the character encoder reads a word's first and last N/2 characters "
+                                 "(0 = all)")
+    hidden: int = option(192, "sentence BiLSTM hidden size per direction")
+    layers: int = option(1, "stacked sentence BiLSTM layers")
+    dropout: float = option(0.33, "dropout on embeddings, between layers and before the output layer")
+    crf: bool = option(False, "linear-chain CRF output layer (Viterbi decoding) instead of a softmax")
+    constraints: str = option("auto", "CRF transition constraints: auto = BIO/BIOES constraints when the tag "
+                              "set is BIO/BIOES and every training sentence obeys them", choices=("auto", "none"))
+    batch_size: int = option(32, "sentences per batch")
+    bucket: bool = option(True, "batch sentences of similar length together (less padding)")
+
+    def __post_init__(self) -> None:
+        for name in ("emb", "char_emb", "char_hidden", "hidden", "layers", "batch_size", "min_count", "epochs",
+                     "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"field '{name}': must be >= 1, got {getattr(self, name)}")
+        if self.max_word_chars < 0:
+            raise ValueError(f"field 'max_word_chars': must be >= 0, got {self.max_word_chars}")
+        for name in ("dropout", "word_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"field '{name}': must be in [0, 1), got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ValueError(f"field 'lr': must be > 0, got {self.lr}")
+        if self.max_steps is not None and self.max_steps < 0:
+            raise ValueError(f"field 'max_steps': must be >= 0, got {self.max_steps}")
+        check_column(self.column)
+
+    def model_config(self, vocabs: TagVocabs) -> TaggerConfig:
+        return TaggerConfig(num_words=len(vocabs.words), num_tags=len(vocabs.tags),
+                            num_chars=len(vocabs.chars) if vocabs.chars is not None else 0, emb=self.emb,
+                            char_emb=self.char_emb, char_hidden=self.char_hidden, hidden=self.hidden,
+                            layers=self.layers, dropout=self.dropout, crf=self.crf, use_chars=self.chars,
+                            word_pad_id=vocabs.words.pad_id, char_pad_id=0)
+
+
+# The default run: UPOS on the bundled UD English EWT inside a few minutes on 2 CPU cores.
+DEFAULTS = {"time_budget": 240.0, "eval_every": 150}
+
+
+def check_column(column: str | int | None) -> None:
+    """Reject a label column that fits no format: not upos/xpos and not a nonzero integer."""
+    if column is None or str(column).lower() in CONLLU_COLUMNS:
+        return
+    try:
+        index = int(column)
+    except ValueError:
+        raise ValueError(f"field 'column': {column!r} is not upos, xpos (CoNLL-U) or a column number "
+                         f"(column files)") from None
+    if index == 0:
+        raise ValueError("field 'column': 0 is the token column; labels are in column 1 or later (or -1 = last)")
+
+
+# --- data --------------------------------------------------------------------------------------------
+
+def read_data(path: str | Path, column: str | None, what: str) -> list[Sentence]:
+    """Tagged sentences of a CoNLL-U or column file; ``column`` None = the format's default."""
+    return read_tagged(path, column, what=what)
+
+
+def load_sentences(cfg: TagConfig) -> tuple[list[Sentence], list[Sentence] | None, str, str | None]:
+    """(train, valid or None, train name, valid name) for a config; reads and checks the files."""
+    if cfg.train is None:
+        if cfg.valid is not None:
+            raise ConfigError("field 'valid': give --train too, or neither for the bundled corpus")
+        paths = bundled_ud_ewt()
+        return (read_data(paths["train"], cfg.column, "training data"),
+                read_data(paths["dev"], cfg.column, "validation data"), str(paths["train"]), str(paths["dev"]))
+    train = read_data(cfg.train, cfg.column, "training data")
+    valid = read_data(cfg.valid, cfg.column, "validation data") if cfg.valid is not None else None
+    return train, valid, cfg.train, cfg.valid
+
+
+@dataclass
+class TagVocabs:
+    """Word, character (None without the character encoder) and tag vocabularies of a run."""
+
+    words: Vocab
+    chars: Vocab | None
+    tags: Vocab
+    max_word_chars: int = 0
+
+    @classmethod
+    def build(cls, sentences: Sequence[Sentence], cfg: TagConfig) -> TagVocabs:
+        tokens = [s.tokens for s in sentences]
+        words = Vocab.build(tokens, min_count=cfg.min_count)
+        chars = Vocab.build([list(w) for sent in tokens for w in sent]) if cfg.chars else None
+        tags = Vocab.build([s.labels for s in sentences], specials=(), unk=None)
+        return cls(words, chars, tags, cfg.max_word_chars)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": VOCAB_FORMAT, "words": self.words.to_dict(),
+                "chars": None if self.chars is None else self.chars.to_dict(), "tags": self.tags.to_dict(),
+                "max_word_chars": self.max_word_chars}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TagVocabs:
+        if not isinstance(d, dict) or d.get("format") != VOCAB_FORMAT:
+            got = d.get("format") if isinstance(d, dict) else type(d).__name__
+            raise ValueError(f"not tagger vocabularies (expected format {VOCAB_FORMAT!r}, got {got!r})")
+        chars = None if d["chars"] is None else Vocab.from_dict(d["chars"])
+        return cls(Vocab.from_dict(d["words"]), chars, Vocab.from_dict(d["tags"]), int(d["max_word_chars"]))
+
+    def word_chars(self, word: str) -> list[int]:
+        """Character ids of a word: its first and last ``max_word_chars / 2`` characters (all when 0)."""
+        n = self.max_word_chars
+        if n and len(word) > n:
+            word = word[: (n + 1) // 2] + word[len(word) - n // 2:]
+        return self.chars.encode(word)
+
+
+@dataclass
+class Example:
+    """One encoded sentence; ``tags`` is None when unknown (prediction) or holding an unseen label."""
+
+    words: list[int]
+    chars: list[list[int]] | None
+    tags: list[int] | None
+
+
+def encode(vocabs: TagVocabs, tokens: Sequence[str], labels: Sequence[str] | None = None) -> Example:
+    tags = None
+    if labels is not None and all(lab in vocabs.tags.stoi for lab in labels):
+        tags = [vocabs.tags.stoi[lab] for lab in labels]
+    chars = [vocabs.word_chars(w) for w in tokens] if vocabs.chars is not None else None
+    return Example(vocabs.words.encode(tokens), chars, tags)
+
+
+def collate(examples: Sequence[Example], vocabs: TagVocabs, with_tags: bool) -> TaggerBatch:
+    return collate_tagged([e.words for e in examples],
+                          [e.chars for e in examples] if vocabs.chars is not None else None,
+                          [e.tags for e in examples] if with_tags else None,
+                          word_pad_id=vocabs.words.pad_id, char_pad_id=0)
+
+
+def constraint_scheme(cfg: TagConfig, vocabs: TagVocabs, train: Sequence[Example], train_name: str) -> str | None:
+    """The scheme ('BIO'/'BIOES') whose CRF constraints to apply, or None (see the ``constraints`` field)."""
+    if not cfg.crf or cfg.constraints == "none":
+        return None
+    labels = vocabs.tags.itos
+    scheme = detect_scheme(labels)
+    if scheme is None:
+        return None
+    trans, start, end = (m.tolist() for m in bio_constraints(labels, scheme))
+    for i, ex in enumerate(train, start=1):
+        t = ex.tags
+        bad = None
+        if not start[t[0]]:
+            bad = f"starts with {labels[t[0]]}"
+        elif not end[t[-1]]:
+            bad = f"ends with {labels[t[-1]]}"
+        else:
+            step = next((k for k in range(1, len(t)) if not trans[t[k - 1]][t[k]]), None)
+            if step is not None:
+                bad = f"has {labels[t[step - 1]]} -> {labels[t[step]]}"
+        if bad:
+            if is_main_process():
+                print(f"rnnkit: note: {train_name}: sentence {i} {bad}, which {scheme} forbids; the CRF is "
+                      f"trained without transition constraints", file=sys.stderr)
+            return None
+    return scheme
+
+
+def _crf_constraints(scheme: str | None, vocabs: TagVocabs) -> tuple[torch.Tensor, ...] | None:
+    return None if scheme is None else bio_constraints(vocabs.tags.itos, scheme)
+
+
+# --- prediction and scoring (shared by the task's validation and the API) -----------------------------
+
+@torch.no_grad()
+def predict_examples(model: Tagger, examples: Sequence[Example], vocabs: TagVocabs, device: torch.device,
+                     batch_size: int = EVAL_BATCH, *, with_loss: bool = False) -> tuple[list[list[int]], float, int]:
+    """Tag ids of every example, in input order, and (``with_loss``) the summed loss and token count of
+    the examples whose gold tags are known. Sentences are sorted by length for batching; the model
+    must be in eval mode."""
+    batches = length_batches([len(e.words) for e in examples], batch_size, shuffle=False, pool=None)
+    predictions: list[list[int]] = []
+    loss_sum, loss_tokens = 0.0, 0
+    for idx in batches:
+        group = [examples[i] for i in idx]
+        batch = collate(group, vocabs, with_tags=False).to(device)
+        predictions.extend(model.predict(batch))
+        if with_loss:
+            known = [e for e in group if e.tags is not None]
+            if known:
+                loss, n = model.loss(collate(known, vocabs, with_tags=True).to(device))
+                loss_sum += float(loss)
+                loss_tokens += n
+    return restore_order(predictions, batches), loss_sum, loss_tokens
+
+
+def score_labels(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]], vocabs: TagVocabs) -> dict[str, Any]:
+    """Accuracy and span P/R/F1 (BIO/BIOES tag sets; token-level micro otherwise), unseen gold labels counted."""
+    scheme = detect_scheme(vocabs.tags.itos) or "token"
+    return tagging_report(gold, pred, scheme=scheme, train_labels=vocabs.tags.itos)
+
+
+class TagTask:
+    """The engine's view of tagging: length-bucketed batches of sentences, loss summed over real tokens.
+
+    Under torchrun, rank r of W takes sentences ``r, r + W, ...`` of every batch (``batch_size`` must
+    divide by W; a last batch with fewer than W sentences is skipped by all ranks) and its share of
+    the validation sentences; :meth:`summarize` combines the ranks' sums.
+    """
+
+    name = TASK
+
+    def __init__(self, cfg: TagConfig, vocabs: TagVocabs, train: list[Example], valid: list[Example] | None,
+                 valid_gold: list[list[str]] | None, device: torch.device, info: DistInfo | None = None) -> None:
+        self.cfg, self.vocabs, self.device, self.info = cfg, vocabs, device, info or DistInfo()
+        shard(cfg.batch_size, self.info, "batch_size")  # checks that batches split evenly over ranks
+        self.train = train
+        self.lengths = [len(e.words) for e in train]
+        self.valid, self.valid_gold = valid, valid_gold
+        self.has_valid = valid is not None
+        self.unk_id = vocabs.words.unk_id
+
+    def _batches(self, epoch: int) -> list[list[int]]:
+        batches = length_batches(self.lengths, self.cfg.batch_size, shuffle=True, seed=self.cfg.seed,
+                                 epoch=epoch, bucket=self.cfg.bucket)
+        w = self.info.world_size
+        return [b[self.info.rank::w] for b in batches if len(b) >= w]
+
+    def batches_per_epoch(self) -> int:
+        full, rest = divmod(len(self.train), self.cfg.batch_size)
+        return full + (1 if rest >= self.info.world_size else 0)
+
+    def train_batches(self, epoch: int, start: int) -> Iterator[TaggerBatch]:
+        for idx in self._batches(epoch)[start:]:
+            yield collate([self.train[i] for i in idx], self.vocabs, with_tags=True)
+
+    def train_loss(self, model: Tagger, batch: TaggerBatch, carry: Any) -> StepResult:
+        if self.cfg.word_dropout > 0:
+            real = torch.arange(batch.words.size(1)).unsqueeze(0) < batch.lengths.unsqueeze(1)  # (B, T)
+            drop = (torch.rand(batch.words.shape) < self.cfg.word_dropout) & real
+            batch.words = batch.words.masked_fill(drop, self.unk_id)
+        loss_sum, tokens = model.loss(batch.to(self.device))
+        return StepResult(loss_sum, tokens)
+
+    def evaluate_stats(self, model: Tagger) -> dict[str, float]:
+        """Summed loss, token and (span) counts on this rank's share of the validation sentences."""
+        assert self.valid is not None and self.valid_gold is not None
+        mine = range(self.info.rank, len(self.valid), self.info.world_size)
+        stats = {"loss_sum": 0.0, "loss_tokens": 0.0, "correct_tokens": 0.0, "tokens": 0.0, "correct": 0.0,
+                 "predicted": 0.0, "gold": 0.0}
+        if not mine:
+            return stats
+        pred_ids, loss_sum, loss_tokens = predict_examples(model, [self.valid[i] for i in mine], self.vocabs,
+                                                           self.device, with_loss=True)
+        gold = [self.valid_gold[i] for i in mine]
+        pred = [self.vocabs.tags.decode(p) for p in pred_ids]
+        spans = span_scores(gold, pred, detect_scheme(self.vocabs.tags.itos) or "token")
+        right = sum(a == b for g, p in zip(gold, pred) for a, b in zip(g, p))
+        stats.update(loss_sum=loss_sum, loss_tokens=loss_tokens, tokens=sum(len(g) for g in gold),
+                     correct_tokens=right, correct=spans["correct"], predicted=spans["predicted"], gold=spans["gold"])
+        return stats
+
+    def summarize(self, stats: dict[str, float]) -> dict[str, float]:
+        """Validation metrics from summed statistics: loss per token, accuracy, span P/R/F1 (BIO/BIOES)."""
+        out = {"loss": stats["loss_sum"] / max(1.0, stats["loss_tokens"]),
+               "accuracy": stats["correct_tokens"] / max(1.0, stats["tokens"])}
+        if detect_scheme(self.vocabs.tags.itos) is not None:
+            p = stats["correct"] / stats["predicted"] if stats["predicted"] else 0.0
+            r = stats["correct"] / stats["gold"] if stats["gold"] else 0.0
+            out.update(precision=p, recall=r, f1=2 * p * r / (p + r) if p + r else 0.0)
+        return out
+
+    def evaluate(self, model: Tagger) -> dict[str, float]:
+        """Validation metrics of one process (the engine calls :meth:`evaluate_stats` and :meth:`summarize`)."""
+        return self.summarize(self.evaluate_stats(model))
+
+
+# --- the Python API ----------------------------------------------------------------------------------
+
+@dataclass
+class TagRun:
+    """A trained tagger loaded from a run folder: tag sentences and evaluate on labelled files."""
+
+    path: Path
+    config: TagConfig
+    vocabs: TagVocabs
+    model: Tagger
+    device: torch.device
+    checkpoint: str = "best"
+
+    @property
+    def labels(self) -> list[str]:
+        """The tag set, in id order."""
+        return list(self.vocabs.tags.itos)
+
+    def predict(self, sentences: Sequence[Sequence[str]], *, batch_size: int = EVAL_BATCH) -> list[list[str]]:
+        """Tags of tokenised sentences, one list per sentence in input order (an empty sentence gets [])."""
+        sentences = list(sentences)
+        for i, s in enumerate(sentences):
+            if isinstance(s, str) or not all(isinstance(t, str) for t in s):
+                raise TypeError(f"sentence {i}: expected a list of token strings, got {type(s).__name__}")
+        keep = [i for i, s in enumerate(sentences) if len(s) > 0]
+        examples = [encode(self.vocabs, sentences[i]) for i in keep]
+        out: list[list[str]] = [[] for _ in sentences]
+        if examples:
+            ids, _, _ = predict_examples(self.model, examples, self.vocabs, self.device, batch_size)
+            for i, p in zip(keep, ids):
+                out[i] = self.vocabs.tags.decode(p)
+        return out
+
+    def evaluate_sentences(self, sentences: Sequence[Sentence]) -> dict[str, Any]:
+        """Scores on labelled sentences (see :meth:`evaluate`)."""
+        pred = self.predict([s.tokens for s in sentences])
+        report = score_labels([s.labels for s in sentences], pred, self.vocabs)
+        report["sentences"] = len(sentences)
+        return report
+
+    def evaluate(self, path: str | Path | None = None, column: str | int | None = None) -> dict[str, Any]:
+        """Accuracy, precision, recall, F1 and token count on a CoNLL-U or column file.
+
+        Span (conlleval) scores for BIO/BIOES tag sets, token-level micro scores otherwise
+        (``span_level`` says which). Gold labels never seen in training count as errors and are
+        reported in ``unseen_label_tokens`` / ``unseen_labels``. With no path: the run's validation
+        data. ``column`` defaults to the run's.
+        """
+        if path is None:
+            _, valid, _, _ = load_sentences(self.config)
+            if valid is None:
+                raise ConfigError("field 'test': the run has no validation data; give a test file")
+            return self.evaluate_sentences(valid)
+        if column is not None:
+            try:
+                check_column(column)
+            except ValueError as e:
+                raise ConfigError(str(e)) from None
+        col = self.config.column if column is None else str(column)
+        return self.evaluate_sentences(read_data(path, col, "test data"))
+
+
+def make_config(config: TagConfig | None = None, **overrides: Any) -> TagConfig:
+    """A :class:`TagConfig` from keyword arguments (checked like flags), on top of ``config`` if given."""
+    return runs.make_config(TagConfig, DEFAULTS, config, **overrides)
+
+
+def _examples(vocabs: TagVocabs, sentences: Sequence[Sentence]) -> list[Example]:
+    return [encode(vocabs, s.tokens, s.labels) for s in sentences]
+
+
+def prepare(cfg: TagConfig) -> tuple[TagVocabs, list[Example], list[Sentence] | None, str, tuple | None]:
+    """Read, check and encode the data of a config (nothing is written).
+
+    Returns (vocabularies, training examples, validation sentences, training data name, and the
+    ``(vectors, found)`` pair of :func:`load_word_vectors` or None).
+    """
+    train, valid, train_name, _ = load_sentences(cfg)
+    vocabs = TagVocabs.build(train, cfg)
+    if len(vocabs.tags) < 2:
+        raise DataError(f"{train_name}: every token has the label {vocabs.tags.itos[0]!r}; nothing to learn "
+                        f"(wrong --column?)")
+    vectors = None
+    if cfg.word_vectors is not None:
+        vectors, found = load_word_vectors(cfg.word_vectors, vocabs.words)
+        if vectors.size(1) != cfg.emb:
+            raise ConfigError(f"field 'emb': {cfg.word_vectors} has {vectors.size(1)}-dimensional vectors, "
+                              f"but --emb is {cfg.emb}")
+        if is_main_process():
+            print(f"rnnkit: {int(found.sum())} of {len(vocabs.words) - 2} training words have a pre-trained "
+                  f"vector", file=sys.stderr)
+        vectors = (vectors, found)
+    return vocabs, _examples(vocabs, train), valid, train_name, vectors
+
+
+def train(config: TagConfig | None = None, *, overwrite: bool = False, progress: bool = True,
+          **overrides: Any) -> TagRun:
+    """Train a tagger into ``config.out`` and return the loaded best checkpoint.
+
+    Fields may be given as keyword arguments (``train(crf=True, max_steps=100)``) or as a config.
+    """
+    cfg = make_config(config, **overrides)
+    out = Path(cfg.out)
+    info, device = runs.start(cfg, overwrite=overwrite)
+    vocabs, train_ex, valid, train_name, vectors = prepare(cfg)  # every input is checked first
+    scheme = constraint_scheme(cfg, vocabs, train_ex, train_name)
+    runs.create_run(out, cfg, TASK, vocabs.to_dict(), overwrite=overwrite, info=info)
+    model = Tagger(cfg.model_config(vocabs), crf_constraints=_crf_constraints(scheme, vocabs)).to(device)
+    if vectors is not None:
+        model.set_word_vectors(vectors[0].to(device), found=vectors[1])
+    runs.after_model_init(cfg, info)
+    trainer = _trainer(cfg, model, vocabs, train_ex, valid, scheme, device, out, progress, info)
+    trainer.fit()
+    runs.report_stop(trainer, out, TASK)
+    return load(out)
+
+
+def resume(run_dir: str | Path, *, progress: bool = True, **overrides: Any) -> TagRun:
+    """Continue a run from its ``last`` checkpoint; only stopping, device and thread fields may change."""
+    out = Path(run_dir)
+    cfg = runs.resume_settings(out, TagConfig, TASK, overrides)
+    ckpt = runs.load_checkpoint(out, "last", TASK)
+    info, device = runs.start(cfg, overwrite=None)
+    vocabs = _load_vocabs(out)
+    train_sents, valid, train_name, _ = load_sentences(cfg)
+    train_ex = _examples(vocabs, train_sents)
+    missing = next((i for i, e in enumerate(train_ex) if e.tags is None), None)
+    if missing is not None:
+        raise DataError(f"{train_name}: sentence {missing + 1} has a label the run's tag set lacks; "
+                        f"the training data changed since the run started")
+    scheme = ckpt.meta.get("constraints")
+    model = Tagger(cfg.model_config(vocabs), crf_constraints=_crf_constraints(scheme, vocabs)).to(device)
+    trainer = _trainer(cfg, model, vocabs, train_ex, valid, scheme, device, out, progress, info)
+    trainer.restore(ckpt)
+    if info.is_main:
+        runs.truncate_metrics(out, trainer.state.step)
+        runs.save_run_config(out, cfg, TASK)
+    trainer.fit()
+    runs.report_stop(trainer, out, TASK)
+    return load(out)
+
+
+def _trainer(cfg: TagConfig, model: Tagger, vocabs: TagVocabs, train_ex: list[Example],
+             valid: list[Sentence] | None, scheme: str | None, device: torch.device, out: Path,
+             progress: bool, info: DistInfo) -> Trainer:
+    valid_ex = _examples(vocabs, valid) if valid is not None else None
+    gold = [s.labels for s in valid] if valid is not None else None
+    task = TagTask(cfg, vocabs, train_ex, valid_ex, gold, device, info)
+    meta = {"task": TASK, "model_config": model.config.to_dict(), "constraints": scheme}
+    return Trainer(model, task, cfg, out, meta, device, progress=progress, dist_info=info)
+
+
+def _load_vocabs(run_dir: Path) -> TagVocabs:
+    data = runs.read_json(run_dir / runs.TOKENIZER, "vocabularies")
+    try:
+        return TagVocabs.from_dict(data)
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{run_dir / runs.TOKENIZER}: damaged vocabularies ({e})") from None
+
+
+def load(run_dir: str | Path, checkpoint: str = "best", device: str = "auto") -> TagRun:
+    """Load a trained run (its ``best`` checkpoint unless ``checkpoint='last'``), ready to predict."""
+    out = Path(run_dir)
+    cfg = runs.load_run_config(out, TagConfig, TASK)
+    vocabs = _load_vocabs(out)
+    ckpt = runs.load_checkpoint(out, checkpoint, TASK)
+    dev = resolve_device(device)
+    model_cfg = cfg.model_config(vocabs)
+    saved = ckpt.meta.get("model_config")
+    if saved != model_cfg.to_dict():
+        diff = next((k for k, v in model_cfg.to_dict().items() if not isinstance(saved, dict) or saved.get(k) != v),
+                    "model_config")
+        got = saved.get(diff) if isinstance(saved, dict) else None
+        raise CheckpointError(f"{ckpt.path}: checkpoint is for another model ({diff} = {got!r}, the run's "
+                              f"config says {getattr(model_cfg, diff, None)!r})")
+    model = Tagger(model_cfg).to(dev)  # the CRF's constraint masks are buffers: loaded with the weights
+    load_model_state(model, ckpt)
+    model.eval()
+    return TagRun(out, cfg, vocabs, model, dev, checkpoint)
