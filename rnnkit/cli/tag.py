@@ -1,0 +1,163 @@
+"""``rnnkit tag train | predict | evaluate``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from rnnkit.cli.common import add_config_flags, given_fields, resolve_config
+from rnnkit.data.conll import is_conllu, read_columns, read_conllu, read_plain, write_conll, write_conllu
+from rnnkit.data.files import read_lines
+from rnnkit.errors import ConfigError, DataError
+from rnnkit.tasks import tag
+from rnnkit.train.distributed import is_main_process
+
+INPUT_FORMATS = ("auto", "plain", "conllu", "columns")
+
+
+def register(tasks: argparse._SubParsersAction) -> None:
+    parser = tasks.add_parser("tag", help="sequence labelling (POS, NER)", description="Sequence labelling: "
+                              "train a BiLSTM(-CRF) tagger, tag sentences, evaluate accuracy and span F1.")
+    sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    p = sub.add_parser("train", help="train a tagger", description="Train a word + character BiLSTM tagger "
+                       "(softmax or CRF output). With no data given: UPOS on the bundled UD English EWT, "
+                       "within a few minutes.")
+    p.add_argument("--config", metavar="FILE", help="TOML or YAML file setting the fields below; flags win")
+    p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    p.add_argument("--resume", metavar="RUN", help="continue RUN from its last checkpoint (only stopping, "
+                   "device and thread flags may be given)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_config_flags(p, tag.TagConfig, tag.DEFAULTS)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("predict", help="tag sentences with a trained run", description="Tag sentences. Input: "
+                       "one whitespace-tokenised sentence per line (blank lines are skipped), a CoNLL-U file or "
+                       "a column file (tokens in the first column, other columns ignored). Output on stdout: "
+                       "token<TAB>tag lines with a blank line after each sentence, or CoNLL-U.")
+    p.add_argument("run", metavar="RUN", help="run folder")
+    p.add_argument("--input", metavar="FILE", help="file to tag (default: standard input)")
+    p.add_argument("--input-format", choices=INPUT_FORMATS, default="auto",
+                   help="auto (default): CoNLL-U if the file looks like it, else plain sentences")
+    p.add_argument("--format", choices=("conll", "conllu"), default="conll",
+                   help="conll (default): token<TAB>tag; conllu: CoNLL-U with the tag column filled (a CoNLL-U "
+                   "input is copied with only that column replaced)")
+    p.add_argument("--column", choices=("upos", "xpos"), default=None,
+                   help="CoNLL-U column to fill (default: the run's column, or upos)")
+    _add_load_flags(p)
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("evaluate", help="accuracy and span F1 on a labelled file")
+    p.add_argument("run", metavar="RUN", help="run folder")
+    p.add_argument("--test", metavar="FILE", help="CoNLL-U or column file (default: the run's validation data)")
+    p.add_argument("--column", metavar="C", default=None,
+                   help="label column: upos/xpos for CoNLL-U, a number for column files (default: the run's)")
+    p.add_argument("--json", action="store_true", help="print one JSON line")
+    _add_load_flags(p)
+    p.set_defaults(func=cmd_evaluate)
+
+
+def _add_load_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", choices=("best", "last"), default="best", help="which checkpoint (default best)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    progress = not args.no_progress
+    if args.resume:
+        if args.config:
+            raise ConfigError("field 'config': --resume takes its config from the run folder")
+        run = tag.resume(args.resume, progress=progress, **given_fields(args, tag.TagConfig))
+    else:
+        cfg = resolve_config(tag.TagConfig, args, tag.DEFAULTS)
+        run = tag.train(cfg, overwrite=args.overwrite, progress=progress)
+    if not is_main_process():  # under torchrun only rank 0 reports
+        return 0
+    if run.config.valid is not None or run.config.train is None:
+        m = run.evaluate()
+        print(f"rnnkit: best checkpoint on the validation data: {_summary(m)}", file=sys.stderr)
+    return 0
+
+
+def _load(args: argparse.Namespace) -> tag.TagRun:
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ConfigError(f"field 'threads': must be >= 1, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
+    return tag.load(Path(args.run), checkpoint=args.checkpoint, device=args.device)
+
+
+def _stdin_lines() -> list[str]:
+    """Standard input as lines, with the checks :func:`rnnkit.data.files.read_lines` makes on files."""
+    data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode("utf-8")
+    nul = data.find(b"\x00")
+    if nul >= 0:
+        line = data.count(b"\n", 0, nul) + 1
+        raise DataError(f"<stdin>:{line}: binary input (NUL byte)")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise DataError(f"<stdin>:{line}: not valid UTF-8 (byte 0x{data[e.start]:02x})") from None
+    if not text.strip():
+        raise DataError("<stdin>: no input (give one sentence per line, or --input FILE)")
+    return text.replace("\r\n", "\n").split("\n")
+
+
+def _read_input(args: argparse.Namespace) -> tuple[list[list[str]], bool]:
+    """(tokenised sentences, whether the input is a CoNLL-U file to copy the layout from)."""
+    fmt = args.input_format
+    if args.input is None:
+        if fmt not in ("auto", "plain"):
+            raise ConfigError(f"field 'input_format': {fmt} input needs --input FILE")
+        return read_plain(_stdin_lines()), False
+    what = "input to tag"
+    if fmt == "auto":
+        fmt = "conllu" if is_conllu(args.input, what=what) else "plain"
+    if fmt == "conllu":
+        return [s.tokens for s in read_conllu(args.input, what=what)], True
+    if fmt == "columns":
+        return [s.tokens for s in read_columns(args.input, what=what)], False
+    sentences = read_plain(read_lines(args.input, what=what))
+    if not sentences:
+        raise DataError(f"{args.input}: no sentences found ({what})")
+    return sentences, False
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    run = _load(args)
+    sentences, from_conllu = _read_input(args)
+    tags = run.predict(sentences)
+    pairs = list(zip(sentences, tags))
+    if args.format == "conll":
+        write_conll(pairs, sys.stdout)
+        return 0
+    column = args.column or (run.config.column.lower() if str(run.config.column).lower() in ("upos", "xpos")
+                             else "upos")
+    write_conllu(pairs, sys.stdout, column, source=args.input if from_conllu else None)
+    return 0
+
+
+def _summary(m: dict) -> str:
+    kind = "span" if m["span_level"] else "token-level micro (the tag set is not BIO/BIOES)"
+    return (f"accuracy {m['accuracy']:.4f}  precision {m['precision']:.4f}  recall {m['recall']:.4f}  "
+            f"f1 {m['f1']:.4f} [{kind}]  tokens {m['tokens']}")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    run = _load(args)
+    m = run.evaluate(args.test, column=args.column)
+    if m.get("unseen_label_tokens"):
+        shown = ", ".join(m["unseen_labels"][:10])
+        print(f"rnnkit: warning: {m['unseen_label_tokens']} gold tokens have labels never seen in training "
+              f"(counted as errors): {shown}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(m))
+    else:
+        print(_summary(m))
+    return 0
