@@ -358,3 +358,45 @@ def test_crf_viterbi_output_is_a_valid_bio_sequence_per_chunk(tmp_path, ner_file
     for p in pred:  # every chunk starts with B- under the BIO constraints, even barely trained
         for kind, first, _ in get_chunks(p):
             assert p[first] == f"B-{kind}"
+
+
+# --- two processes (torch.distributed, gloo on CPU) ------------------------------------------------------
+
+def _ddp_worker(rank: int, port: int, kwargs: dict) -> None:
+    import os
+
+    from rnnkit.train import distributed as dist
+
+    os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    try:
+        tag.train(progress=False, **kwargs)
+    finally:
+        dist.cleanup()
+
+
+def test_two_processes_equal_one_process(tmp_path, pos_files):
+    import torch.multiprocessing as mp
+
+    from tests.test_distributed import free_port
+
+    train, valid = pos_files
+    kw = small(train=str(train), valid=str(valid), max_steps=6, eval_every=3, dropout=0.0, word_dropout=0.0,
+               optimizer="sgd", lr=0.5, device="cpu", crf=True)
+    tag.train(out=str(tmp_path / "single"), progress=False, **kw)
+    mp.spawn(_ddp_worker, args=(free_port(), {**kw, "out": str(tmp_path / "ddp")}), nprocs=2, join=True)
+    a, _, _ = params_and_optim(tmp_path / "single")
+    b, _, meta = params_and_optim(tmp_path / "ddp")
+    assert meta["world_size"] == 2
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], atol=1e-5, rtol=0, msg=k)
+
+    def valid_records(run):
+        return [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()
+                if json.loads(x)["split"] == "valid"]
+
+    one, two = valid_records(tmp_path / "single"), valid_records(tmp_path / "ddp")
+    assert [r["step"] for r in one] == [r["step"] for r in two] == [3, 6]
+    for r, s in zip(one, two):  # validation sentences split over the ranks, statistics summed
+        assert r["accuracy"] == s["accuracy"] and r["loss"] == pytest.approx(s["loss"], abs=1e-5)
