@@ -256,3 +256,20 @@ def test_tied_and_adaptive_models_train_and_load(tmp_path, corpus):
     m = ada.evaluate(valid)
     assert m["tokens"] > 0 and math.isfinite(m["loss"])
     assert len(ada.generate("the", 4, seed=0)[0].split()) >= 1
+
+
+def test_lm_regularisers_stay_on_the_fused_engine(tmp_path, corpus):
+    train, valid = corpus
+    run = lm.train(out=str(tmp_path / "r"), max_steps=3, progress=False,
+                   **small(train=str(train), valid=str(valid), dropout=0.3, dropout_emb=0.2, dropout_hidden=0.25,
+                           weight_dropout=0.4, variable_bptt=True))
+    model = run.model.train()
+    x = torch.randint(len(run.tokenizer.vocab), (2, 7))
+    torch.manual_seed(0)
+    a, _ = model(x)
+    assert model.rnn.last_engine == "fused"
+    torch.manual_seed(1)
+    b, _ = model(x)
+    assert not torch.equal(a, b)  # dropout active in training
+    model.eval()
+    assert torch.equal(model(x)[0], model(x)[0])  # and off in evaluation

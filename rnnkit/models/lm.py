@@ -11,7 +11,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnkit.nn import GRU, LSTM, RNN
-from rnnkit.nn.dropout import LockedDropout
 
 State = Tensor | tuple[Tensor, Tensor]
 
@@ -61,7 +60,8 @@ class LMModelConfig:
 class LanguageModel(nn.Module):
     """Next-token model ``p(x_{t+1} | x_{<=t})`` over a vocabulary.
 
-    Embedding (E) -> locked dropout -> ``layers`` recurrent layers (H) -> locked dropout -> linear to V
+    Embedding (E) -> locked dropout -> ``layers`` recurrent layers (H; locked dropout between them, optional
+    DropConnect on their hidden-to-hidden weights) -> locked dropout -> linear to V
     (its weight shared with the embedding when ``tie_weights``), or an adaptive softmax
     (Grave et al. 2017, :class:`torch.nn.AdaptiveLogSoftmaxWithLoss`) with the given cut-offs.
 
@@ -75,9 +75,11 @@ class LanguageModel(nn.Module):
         self.config = c = config
         self.embedding = nn.Embedding(c.vocab_size, c.emb)
         layer = {"rnn": RNN, "lstm": LSTM, "gru": GRU}[c.model]
-        self.rnn = layer(c.emb, c.hidden, c.layers, batch_first=True, dropout=c.dropout_hidden)
-        self.drop_emb = LockedDropout(c.dropout_emb, batch_first=True)
-        self.drop_out = LockedDropout(c.dropout, batch_first=True)
+        # all dropouts live in the layer and keep it on the fused kernels: locked (one mask per sequence)
+        # on its input, between layers and on its output, and DropConnect on the hidden-to-hidden weights
+        self.rnn = layer(c.emb, c.hidden, c.layers, batch_first=True, dropout=c.dropout_hidden,
+                         input_dropout=c.dropout_emb, output_dropout=c.dropout, variational_dropout=True,
+                         weight_dropout=c.weight_dropout)
         if c.softmax == "adaptive":
             self.adaptive = nn.AdaptiveLogSoftmaxWithLoss(c.hidden, c.vocab_size, list(c.cutoffs), div_value=4.0)
             self.decoder = None
@@ -97,9 +99,8 @@ class LanguageModel(nn.Module):
 
     def hidden_states(self, tokens: Tensor, state: State | None = None) -> tuple[Tensor, State]:
         """Top-layer outputs (B, T, H) after dropout, and the recurrent state after the last step."""
-        x = self.drop_emb(self.embedding(tokens))  # (B, T, E)
-        out, state = self.rnn(x, state)  # (B, T, H)
-        return self.drop_out(out), state
+        out, state = self.rnn(self.embedding(tokens), state)  # (B, T, E) -> (B, T, H)
+        return out, state
 
     def forward(self, tokens: Tensor, state: State | None = None) -> tuple[Tensor, State]:
         """Log-probabilities of the next token, (B, T, V), and the new state."""
