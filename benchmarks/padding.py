@@ -1,0 +1,148 @@
+"""Padding and training speed with and without length bucketing (``--bucket`` / ``--no-bucket``).
+
+For each task: the fraction of padded cells in one epoch's batches (:func:`rnnkit.data.batching.
+padding_fraction` over the batches the task really trains on), and training throughput in real (non-padding)
+tokens/s over ``--steps`` steps through the product's API, the two settings timed in alternating windows
+(``common.alternate``: a shared machine's drift hits both) and summarised by median and range.
+
+* tagging: UD English EWT train (UPOS), the ``rnnkit tag train`` default model (word + char BiLSTM, softmax),
+  batches of ``--batch-size`` sentences. Bucketed = :func:`length_batches` pools of 50 batches sorted by
+  length; random = consecutive runs of the shuffled sentences.
+* seq2seq: see :func:`seq2seq_half` (added by the seq2seq task).
+
+    python benchmarks/padding.py                 # ~2-3 minutes on 2 cores
+    python benchmarks/padding.py --quick         # smoke run, seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+
+from rnnkit.data.batching import length_batches, padding_fraction  # noqa: E402
+from rnnkit.data.conll import bundled_ud_ewt, read_conllu, write_conllu  # noqa: E402
+from rnnkit.tasks import tag  # noqa: E402
+
+QUICK_TAG = dict(emb=16, char_emb=8, char_hidden=8, hidden=16, layers=1)
+QUICK_SENTENCES = 300
+
+
+def ewt_train(args: argparse.Namespace, tmp: Path) -> tuple[Path, str]:
+    """The EWT training file (shared copy, else the bundled one) and where it comes from."""
+    shared = Path(args.data_dir) / "ud-english-ewt" / "en_ewt-ud-train.conllu"
+    if shared.is_file() or args.data_dir_given:
+        path = common.data_file(args.data_dir, "ud-english-ewt", "en_ewt-ud-train.conllu",
+                                what="UD English EWT train split")
+        source = str(path)
+    else:
+        path = bundled_ud_ewt()["train"]
+        source = f"bundled copy {path} ({shared} not found)"
+    if args.quick:
+        small = tmp / "train.conllu"
+        with open(small, "w", encoding="utf-8") as f:
+            write_conllu(read_conllu(path)[:QUICK_SENTENCES], f)
+        return small, source + f", first {QUICK_SENTENCES} sentences (--quick)"
+    return path, source
+
+
+# --- tagging -------------------------------------------------------------------------------------------------
+
+def tagging_half(args: argparse.Namespace, tmp: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Rows (one per batching) and details for the tagging task."""
+    train, source = ewt_train(args, tmp)
+    fields = {"train": str(train), "valid": None, "column": "upos", "batch_size": args.batch_size,
+              "threads": args.threads, "device": args.device, "seed": 1, "time_budget": None, "eval_every": 0,
+              "max_steps": args.steps, "log_every": args.steps, **(QUICK_TAG if args.quick else {})}
+    cfg = tag.make_config(**fields, out=str(tmp / "unused"))
+    _, examples, _, _, _ = tag.prepare(cfg)
+    lengths = [len(e.words) for e in examples]
+    rows, windows = [], {}
+    for bucket in (True, False):
+        batches = length_batches(lengths, args.batch_size, shuffle=True, seed=1, epoch=0, bucket=bucket)
+        name = "bucketed" if bucket else "random"
+        rows.append({"task": "tagging", "batching": name, "padding": padding_fraction(batches, lengths),
+                     "batches": len(batches)})
+
+        def window(bucket: bool = bucket, name: str = name) -> float:
+            out = tmp / f"tag-{name}"
+            tag.train(out=str(out), overwrite=True, progress=False, bucket=bucket, **fields)
+            logged = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+            return [r for r in logged if r.get("split") == "train"][-1]["tokens_per_s"]
+
+        windows[name] = window
+    rates = common.alternate(windows, args.windows)
+    for row in rows:
+        row.update(tokens_per_s=common.summarize(rates[row["batching"]]), steps=args.steps)
+    speedup = common.ratio_summary(rates["bucketed"], rates["random"])
+    return rows, {"data": source, "settings": {k: v for k, v in dataclasses.asdict(cfg).items() if k != "train"},
+                  "bucketed_vs_random_tokens_per_s": speedup}
+
+
+# --- seq2seq -------------------------------------------------------------------------------------------------
+
+def seq2seq_half(args: argparse.Namespace, tmp: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """SEQ2SEQ HALF (to be added by the seq2seq task): the same measurement on sentence pairs.
+
+    Return rows with the keys of :func:`tagging_half`'s rows (``task="seq2seq"``, ``batching``,
+    ``padding``, ``batches``, ``tokens_per_s``, ``steps``) and a dict of details; ``main`` prints and
+    reports them with the tagging rows. Until then: no rows.
+    """
+    return [], {"status": "not implemented yet"}
+
+
+# --- main ----------------------------------------------------------------------------------------------------
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--task", nargs="+", choices=("tagging", "seq2seq"), default=["tagging", "seq2seq"],
+                   help="which tasks (default both)")
+    p.add_argument("--steps", type=int, default=40, help="training steps per timing window (default 40)")
+    p.add_argument("--windows", type=int, default=3, help="alternating timing windows per setting (default 3)")
+    p.add_argument("--batch-size", type=int, default=32, help="sentences per batch (default 32)")
+    p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--data-dir", default=None, help="folder holding ud-english-ewt/ (default ../shared/data from "
+                   "the repo root, or the bundled copy when that is missing)")
+    p.add_argument("--quick", action="store_true", help="smoke run: tiny model and data, a few steps")
+    args = p.parse_args(argv)
+    args.data_dir_given = args.data_dir is not None
+    args.data_dir = args.data_dir or str(common.DEFAULT_DATA_DIR)
+    if args.quick:
+        args.steps, args.windows = 3, 1
+    common.setup(args.threads, args.device)
+    info = common.machine_info(args.device, args.threads)
+    print(f"torch {info['torch']}, {info['cpu_count']} CPUs, {args.threads} threads, device {args.device}, "
+          f"{info['date']}; {args.steps} steps x {args.windows} windows per setting", flush=True)
+    tmp = Path(tempfile.mkdtemp(prefix="rnnkit-padding-"))
+    halves = {"tagging": tagging_half, "seq2seq": seq2seq_half}
+    rows: list[dict[str, Any]] = []
+    details = {}
+    try:
+        for task in args.task:
+            task_rows, details[task] = halves[task](args, tmp)
+            rows += task_rows
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    table = [{"task": r["task"], "batching": r["batching"], "padding": r["padding"], "batches": r["batches"],
+              "tok/s median": r["tokens_per_s"]["median"], "tok/s min": r["tokens_per_s"]["min"],
+              "tok/s max": r["tokens_per_s"]["max"]} for r in rows]
+    print()
+    common.print_table(table, ["task", "batching", "padding", "batches", "tok/s median", "tok/s min", "tok/s max"],
+                       title="Padded fraction of the batches and training speed in real tokens/s")
+    out = {"benchmark": "padding", "machine": info, "quick": args.quick, "rows": rows, "details": details}
+    common.print_json(out)
+    return out
+
+
+if __name__ == "__main__":
+    main()
