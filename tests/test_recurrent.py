@@ -1,6 +1,7 @@
 """Exactness against torch.nn for both engines and the Recurrent runner; a new cell through Recurrent."""
 
 import functools
+import zlib
 
 import pytest
 import torch
@@ -80,7 +81,7 @@ def _run(module, x, state, lengths, batch_first, w_out, w_state, packed_referenc
 def test_matches_torch_nn(mode, num_layers, bidirectional, variable, batch_first, with_state, dtype):
     ours_cls, ref_cls, kwargs, cell = MODES[mode]
     directions = 2 if bidirectional else 1
-    torch.manual_seed(hash((mode, num_layers, bidirectional, variable, batch_first, with_state)) % 10_000)
+    torch.manual_seed(zlib.crc32(repr((mode, num_layers, bidirectional, variable, batch_first, with_state)).encode()))
     ref = ref_cls(H_IN, H, num_layers, bidirectional=bidirectional, batch_first=batch_first, dtype=dtype, **kwargs)
     x = torch.randn(B, T, H_IN, dtype=dtype)
     w_out = torch.randn(B, T, directions * H, dtype=dtype)
