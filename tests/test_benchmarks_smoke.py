@@ -1,0 +1,126 @@
+"""Smoke test of the LM benchmark scripts' ``--quick`` paths, so that they keep running as the product changes.
+
+The scripts live in ``benchmarks/`` (not a package); they are imported from there and run in-process on tiny
+models and a small generated PTB-like corpus, except ``lm_process.py`` whose point is to time two real
+processes (``rnnkit lm train`` and the reference script): here both of its command lines run in-process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+import random
+import runpy
+import sys
+from pathlib import Path
+
+import pytest
+
+from rnnkit.cli.main import main as cli_main
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def fake_ptb(root: Path) -> Path:
+    """A small PTB-like corpus (Zipf-ish words, ``<unk>``, one sentence per line) in ``root/ptb``."""
+    rng = random.Random(0)
+    words = ["<unk>", "N"] + [f"w{i}" for i in range(80)]
+    weights = [1 / (i + 1) for i in range(len(words))]
+    (root / "ptb").mkdir(parents=True)
+    for split, lines in (("train", 300), ("valid", 40), ("test", 40)):
+        text = "".join(" " + " ".join(rng.choices(words, weights, k=rng.randint(3, 15))) + " \n"
+                       for _ in range(lines))
+        (root / "ptb" / f"ptb.{split}.txt").write_text(text, encoding="utf-8")
+    return root
+
+
+def last_json(text: str) -> dict:
+    return json.loads(text.strip().splitlines()[-1])
+
+
+def test_lm_benchmark_scripts_quick(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    for name in ("common", "throughput", "lm_process", "generation", "lm_quality"):
+        sys.modules.pop(name, None)
+    import generation
+    import lm_process
+    import lm_quality
+    import throughput
+
+    data = str(fake_ptb(tmp_path / "data"))
+    common_flags = ["--quick", "--threads", "1"]
+
+    # throughput: the memory children run in-process here (a fresh interpreter per child costs seconds);
+    # the argv they get is the one a real child gets
+    children = []
+
+    def child_in_process(argv: list[str], timeout: float | None = None, env: dict | None = None) -> dict:
+        assert Path(argv[0]).name == "throughput.py"
+        children.append(argv)
+        with contextlib.redirect_stdout(io.StringIO()) as out:
+            throughput.main(argv[1:])
+        return last_json(out.getvalue())
+
+    monkeypatch.setattr(throughput.common, "run_child", child_in_process)
+    res = throughput.main([*common_flags, "--configs", "char-2x512"])
+    assert last_json(capsys.readouterr().out)["results"] == json.loads(json.dumps(res["results"]))
+    got = {(r["mode"], r["side"]) for r in res["results"]}
+    assert got == {(m, s) for m in ("train", "infer") for s in ("reference", "rnnkit")}
+    train = [r for r in res["results"] if r["mode"] == "train"]
+    assert all(r["tokens_per_s"]["median"] > 0 and r["peak_rss_mib"] > 0 for r in train)
+    assert len(children) == 2 and res["gemm"]["peak_gflops"] > 0 and res["keras"].startswith("skipped")
+    # the reference model's FLOP count: 2 LSTM layers (2 * 4H(in + H) each) + the output layer (2 H V)
+    spec = throughput.Spec(vocab=10, emb=3, hidden=4, layers=2, batch=1, bptt=1)
+    assert throughput.flops_per_token(spec) == 2 * 16 * 7 + 2 * 16 * 8 + 2 * 4 * 10
+
+    res = throughput.main([*common_flags, "--adaptive", "--no-memory", "--data-dir", data, "--modes", "train"])
+    sides = {r["side"]: r for r in res["results"]}
+    assert set(sides) == {"reference", "rnnkit", "rnnkit-adaptive"}
+    assert sides["rnnkit-adaptive"]["vs_rnnkit_full"]["ratio"] > 0
+    capsys.readouterr()
+
+    # whole process: both command lines run in-process here (what can rot is the flags and the reference
+    # script, not subprocess.run), with the exit status checked as run_timed checks it
+    ran = []
+
+    def run_in_process(argv: list[str]) -> float:
+        if argv[1].endswith("reference.py"):
+            monkeypatch.setattr(sys, "argv", argv[1:])
+            runpy.run_path(argv[1], run_name="__main__")
+        else:
+            start = argv.index("lm")
+            assert argv[:start] in ([str(Path(sys.executable).with_name("rnnkit"))], [sys.executable, "-m", "rnnkit"])
+            assert cli_main(argv[start:]) == 0
+        ran.append(Path(argv[1]).name if argv[1].endswith(".py") else "rnnkit")
+        return 1.0
+
+    monkeypatch.setattr(lm_process, "run_timed", run_in_process)
+    res = lm_process.main([*common_flags, "--data-dir", data])
+    assert sorted(ran) == ["reference.py", "rnnkit"]
+    assert set(res["times"]) == {"reference", "rnnkit"} and res["ratio"]["ratio"] > 0
+    assert last_json(capsys.readouterr().out)["ratio"] == res["ratio"]
+
+    # generation: the naive loop samples the same tokens as rnnkit's carried state (greedy)
+    res = generation.main([*common_flags, "--batches", "1", "3"])
+    assert [r["batch"] for r in res["results"]] == [1, 3]
+    assert all(r["carried_tokens_per_s"]["median"] > 0 for r in res["results"])
+    model = generation.LanguageModel(generation.QUICK).eval()
+    prompt = [1, 2, 3]
+    naive = generation.naive_generate(model, prompt, 6, 2, generation.torch.Generator(), temperature=0)
+    assert naive == generation.generate(model, prompt, 6, temperature=0, num_samples=2)
+    capsys.readouterr()
+
+    # quality: every part through the product's API, on tiny settings
+    res = lm_quality.main([*common_flags, "--part", "char", "zaremba", "best", "adaptive", "--data-dir", data])
+    out = last_json(capsys.readouterr().out)
+    assert [r["part"] for r in out["results"]] == ["char", "zaremba", "best", "adaptive"]
+    by_part = {r["part"]: r for r in res["results"]}
+    assert math.isfinite(by_part["char"]["valid"]["loss"]) and by_part["char"]["planned_steps"] >= 1
+    assert by_part["zaremba"]["settings"]["lr"] == 20.0 and by_part["zaremba"]["settings"]["clip"] == 0.25
+    for part in ("zaremba", "best"):
+        assert by_part[part]["test"]["perplexity"] > 1 and by_part[part]["steps"] >= 1
+    assert by_part["adaptive"]["adaptive"]["settings"]["softmax"] == "adaptive"
+    assert by_part["adaptive"]["test_ppl_ratio"] > 0
