@@ -115,6 +115,7 @@ def test_bad_data_files(tmp_path, files, capsys):
         (["--train", train, "--lr", "fast"], "field 'lr': expected a number"),
         (["--train", train, "--time-budget", "soon"], "field 'time_budget': not a duration"),
         (["--train", train, "--dropout", "1.5"], "field 'dropout': must be in [0, 1)"),
+        (["--train", train, "--precision", "bf16", "--device", "cpu"], "field 'precision': bf16 autocast needs"),
     ]
     for args, message in cases:
         code, out, err = run_cli(capsys, "lm", "train", "--out", tmp_path / "r", *TINY, *args)

@@ -151,6 +151,9 @@ def start(cfg: Any, *, overwrite: bool | None) -> tuple[DistInfo, torch.device]:
     if overwrite is not None:
         check_out_dir(Path(cfg.out), overwrite=overwrite)
     info, device = dist.setup(cfg.device)
+    if getattr(cfg, "precision", "fp32") != "fp32" and device.type != "cuda":
+        raise ConfigError(f"field 'precision': {cfg.precision} autocast needs a CUDA device (this run is on "
+                          f"{device.type}); use fp32")
     setup_torch(cfg.seed, cfg.threads)
     return info, device
 
