@@ -1,5 +1,7 @@
-"""Neural-network building blocks: recurrent cells and layers (never sees files, vocab or optimizers)."""
+"""Neural-network building blocks: recurrent cells and layers, attention, CRF (never sees files, vocab or
+optimizers)."""
 
+from rnnkit.nn.attention import AdditiveAttention, DotAttention, GeneralAttention, ScaledDotAttention, length_mask
 from rnnkit.nn.cells import (
     GRUCell,
     LayerNormGRUCell,
@@ -8,13 +10,18 @@ from rnnkit.nn.cells import (
     RecurrentCell,
     RNNCell,
 )
+from rnnkit.nn.crf import CRF, bio_constraints
 from rnnkit.nn.dropout import LockedDropout, locked_dropout, weight_drop
 from rnnkit.nn.layers import GRU, LSTM, RNN
 from rnnkit.nn.recurrent import Recurrent
 
 __all__ = [
+    "AdditiveAttention",
+    "CRF",
+    "DotAttention",
     "GRU",
     "GRUCell",
+    "GeneralAttention",
     "LSTM",
     "LSTMCell",
     "LayerNormGRUCell",
@@ -24,6 +31,9 @@ __all__ = [
     "RNNCell",
     "Recurrent",
     "RecurrentCell",
+    "ScaledDotAttention",
+    "bio_constraints",
+    "length_mask",
     "locked_dropout",
     "weight_drop",
 ]
