@@ -38,8 +38,9 @@ def run(procs: int, corpus: Path, out: Path, args: argparse.Namespace) -> dict:
            "-m", "rnnkit", "lm", "train", "--train", str(corpus), "--level", "word", "--out", str(out),
            "--overwrite", "--hidden", str(args.hidden), "--emb", str(args.hidden), "--layers", "2",
            "--batch-size", str(args.batch_size), "--bptt", "35", "--dropout", "0", "--max-steps", str(args.steps),
-           "--log-every", str(max(1, args.steps // 6)), "--eval-every", "0", "--time-budget", "none", "--sample-length", "0",
-           "--no-progress", "--threads", str(threads), "--device", args.device, "--precision", args.precision]
+           "--log-every", str(max(1, args.steps // 6)), "--eval-every", "0", "--time-budget", "none",
+           "--sample-length", "0", "--no-progress", "--threads", str(threads), "--device", args.device,
+           "--precision", args.precision]
     start = time.perf_counter()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wall = time.perf_counter() - start

@@ -273,3 +273,15 @@ def test_lm_regularisers_stay_on_the_fused_engine(tmp_path, corpus):
     assert not torch.equal(a, b)  # dropout active in training
     model.eval()
     assert torch.equal(model(x)[0], model(x)[0])  # and off in evaluation
+
+
+def test_without_validation_best_is_last_and_init_range(tmp_path, corpus):
+    train, _ = corpus
+    run = lm.train(out=str(tmp_path / "r"), max_steps=2, progress=False, **small(train=str(train), init_range=0.05))
+    best, last = tmp_path / "r" / "best.safetensors", tmp_path / "r" / "last.safetensors"
+    assert best.read_bytes() == last.read_bytes()
+    loaded = lm.load(tmp_path / "r")
+    for (name, a), b in zip(run.model.state_dict().items(), loaded.model.state_dict().values()):
+        assert torch.equal(a, b), name
+    fresh = lm.LanguageModel(lm.LMModelConfig(vocab_size=20, emb=8, hidden=8, init_range=0.05))
+    assert all(p.abs().max() <= 0.05 for p in fresh.parameters())

@@ -31,6 +31,7 @@ class LMModelConfig:
     tie_weights: bool = False
     softmax: str = "full"  # full | adaptive
     cutoffs: tuple[int, ...] = ()
+    init_range: float | None = None  # all weights uniform in [-r, r] (Zaremba et al.); None: torch's init
 
     def __post_init__(self) -> None:
         if self.model not in ("rnn", "lstm", "gru"):
@@ -91,6 +92,13 @@ class LanguageModel(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
+        """Embedding and output weights uniform in [-0.1, 0.1], output bias 0, recurrent layers as torch.nn;
+        with ``init_range`` r, every parameter uniform in [-r, r] (Zaremba et al. 2014)."""
+        r = self.config.init_range
+        if r is not None:
+            for p in self.parameters():
+                nn.init.uniform_(p, -r, r)
+            return
         nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
         if self.decoder is not None:
             nn.init.zeros_(self.decoder.bias)

@@ -60,6 +60,8 @@ class LMConfig(TrainConfig):
     tie_weights: bool = option(False, "share the embedding and output weights (needs --emb == --hidden)")
     softmax: str = option("full", "output layer", choices=("full", "adaptive"))
     cutoffs: tuple[int, ...] = option((), "adaptive softmax cut-offs, e.g. 2000,10000")
+    init_range: float | None = option(None, "initialise every weight uniformly in [-X, X] (Zaremba et al.: 0.1); "
+                                      "default: torch's initialisation")
     batch_size: int = option(64, "parallel streams per batch")
     bptt: int = option(128, "truncated back-propagation length")
     variable_bptt: bool = option(False, "AWD-LSTM's random BPTT lengths (learning rate scaled to match)")
@@ -85,7 +87,8 @@ class LMConfig(TrainConfig):
         return LMModelConfig(vocab_size=vocab_size, model=self.model, emb=self.emb, hidden=self.hidden,
                              layers=self.layers, dropout=self.dropout, dropout_emb=self.dropout_emb,
                              dropout_hidden=self.dropout_hidden, weight_dropout=self.weight_dropout,
-                             tie_weights=self.tie_weights, softmax=self.softmax, cutoffs=self.cutoffs)
+                             tie_weights=self.tie_weights, softmax=self.softmax, cutoffs=self.cutoffs,
+                             init_range=self.init_range)
 
 
 # The default run: char-level Tiny Shakespeare inside a few minutes on 2 CPU cores.
@@ -303,6 +306,8 @@ def train(config: LMConfig | None = None, *, overwrite: bool = False, progress: 
     trainer = _trainer(cfg, model, train_ids, valid_ids, device, out, progress, info)
     trainer.fit()
     runs.report_stop(trainer, out, TASK)
+    if valid_ids is None:  # 'best' is the model in hand: no need to read it back
+        return LMRun(out, cfg, tokenizer, model.eval(), device)
     return load(out)
 
 

@@ -70,6 +70,20 @@ def save_checkpoint(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str
     os.replace(tmp, path)
 
 
+def link_checkpoint(src: Path, dst: Path) -> None:
+    """Make ``dst`` the same checkpoint as ``src`` without writing it twice (hard link, else a copy),
+    replacing ``dst`` atomically."""
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError:  # file systems without hard links
+        import shutil
+
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+
+
 def load_checkpoint(path: Path, *, task: str | None = None) -> Checkpoint:
     """Load a checkpoint written by :func:`save_checkpoint`; errors name the file.
 

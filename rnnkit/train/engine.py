@@ -433,9 +433,9 @@ class Trainer:
         self.stop_reason = stop or "epochs"
         if task.has_valid and self._last_eval_step != s.step:
             self.final_evaluation()
-        if not task.has_valid:  # without validation the latest model is the best one we know
-            self.save("best")
         self.save("last")
+        if not task.has_valid and self.dist.is_main:  # without validation the latest model is the best we know
+            ck.link_checkpoint(ck.checkpoint_path(self.run_dir, "last"), ck.checkpoint_path(self.run_dir, "best"))
         dist.barrier()  # no rank reads the run folder before rank 0 has written it
         return s
 
