@@ -1,0 +1,207 @@
+"""``rnnkit seq2seq train | translate | evaluate | attention``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from rnnkit.cli.common import add_config_flags, given_fields, resolve_config
+from rnnkit.data.files import read_lines
+from rnnkit.errors import ConfigError, DataError
+from rnnkit.tasks import seq2seq as s2s
+from rnnkit.train.distributed import is_main_process
+
+NBEST_FORMAT = ("With --nbest K > 1, each input line i (0-based) gives up to K lines "
+                "'i<TAB>score<TAB>translation', best first, where score = log p(translation | source) / "
+                "((5 + |Y|) / 6) ** length-penalty and |Y| counts the end-of-sentence token; an empty input "
+                "line gives the one line 'i<TAB>0.0000<TAB>' (empty translation).")
+
+
+def register(tasks: argparse._SubParsersAction) -> None:
+    parser = tasks.add_parser("seq2seq", help="attention seq2seq translation",
+                              description="Sequence to sequence translation with attention: train, translate, "
+                              "evaluate BLEU/chrF, plot attention.")
+    sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    p = sub.add_parser("train", help="train a translation model",
+                       description="Train a bidirectional-encoder, attentive-decoder translation model on "
+                       "source<TAB>target pairs (--train/--valid) or line-aligned files (--src-train/--tgt-train). "
+                       "With no data given: English to French on the bundled Tatoeba subset (CC BY 2.0 FR, "
+                       "www.manythings.org/anki and tatoeba.org), within a few minutes.")
+    p.add_argument("--config", metavar="FILE", help="TOML or YAML file setting the fields below; flags win")
+    p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    p.add_argument("--resume", metavar="RUN", help="continue RUN from its last checkpoint (only stopping, "
+                   "device and thread flags may be given)")
+    p.add_argument("--samples", type=int, default=5, metavar="N",
+                   help="after training, print N validation sources and their greedy translations as "
+                   "source<TAB>translation lines (0: none; default 5)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_config_flags(p, s2s.Seq2SeqTaskConfig, s2s.DEFAULTS)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("translate", help="translate sentences with a trained run",
+                       description="Translate one source sentence per line (standard input or --input) into "
+                       "one translation per line on standard output, in input order; an empty or blank line "
+                       "gives an empty line. " + NBEST_FORMAT)
+    p.add_argument("run", metavar="RUN", help="run folder")
+    p.add_argument("--input", metavar="FILE", help="sentences to translate (default: standard input)")
+    _add_search_flags(p)
+    p.add_argument("--nbest", type=int, default=1, metavar="K",
+                   help="print the K best translations per sentence with their scores (K <= --beam; default 1)")
+    p.add_argument("--batch-size", type=int, default=s2s.EVAL_BATCH, metavar="N",
+                   help=f"sentences decoded together (default {s2s.EVAL_BATCH})")
+    _add_load_flags(p)
+    p.set_defaults(func=cmd_translate)
+
+    p = sub.add_parser("evaluate", help="BLEU, chrF and exact match on test pairs",
+                       description="Translate the sources of test pairs and score the translations against the "
+                       "targets: sacrebleu corpus BLEU and chrF on detokenised text (0-100), exact match "
+                       "(fraction of sentences) and the number of sentences.")
+    p.add_argument("run", metavar="RUN", help="run folder")
+    p.add_argument("--test", metavar="FILE", help="TSV file of source<TAB>target pairs (default: the run's "
+                   "validation pairs)")
+    p.add_argument("--src-test", metavar="FILE", help="test sources, one per line (with --tgt-test)")
+    p.add_argument("--tgt-test", metavar="FILE", help="test references, line-aligned with --src-test")
+    _add_search_flags(p)
+    p.add_argument("--json", action="store_true",
+                   help='print one JSON line {"bleu", "chrf", "exact_match", "sentences"}')
+    _add_load_flags(p)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("attention", help="plot the attention of one translation",
+                       description="Translate one sentence greedily and draw its attention weights as a heatmap "
+                       "(output tokens x source tokens). Prints the image path; the translation goes to stderr.")
+    p.add_argument("run", metavar="RUN", help="run folder")
+    p.add_argument("sentence", help="the source sentence")
+    p.add_argument("--out", metavar="FILE", default="attention.png", help="image file (default attention.png)")
+    _add_load_flags(p)
+    p.set_defaults(func=cmd_attention)
+
+
+def _add_search_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--beam", type=int, default=s2s.DEFAULT_BEAM, metavar="K",
+                   help=f"beam width (1 = greedy search; default {s2s.DEFAULT_BEAM})")
+    p.add_argument("--length-penalty", type=float, default=s2s.DEFAULT_LENGTH_PENALTY, metavar="ALPHA",
+                   help="GNMT length penalty: rank hypotheses by log p / ((5 + |Y|) / 6) ** ALPHA (0 = by "
+                   f"log-probability; default {s2s.DEFAULT_LENGTH_PENALTY})")
+    p.add_argument("--max-len-a", type=float, default=s2s.DEFAULT_MAX_LEN_A, metavar="A",
+                   help=f"at most A * source tokens + B output tokens (default {s2s.DEFAULT_MAX_LEN_A})")
+    p.add_argument("--max-len-b", type=int, default=s2s.DEFAULT_MAX_LEN_B, metavar="B",
+                   help=f"see --max-len-a (default {s2s.DEFAULT_MAX_LEN_B})")
+
+
+def _add_load_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", choices=("best", "last"), default="best", help="which checkpoint (default best)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+
+
+def _search(args: argparse.Namespace) -> dict:
+    return {"beam": args.beam, "length_penalty": args.length_penalty, "max_len_a": args.max_len_a,
+            "max_len_b": args.max_len_b}
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    if args.samples < 0:
+        raise ConfigError(f"field 'samples': must be >= 0, got {args.samples}")
+    progress = not args.no_progress
+    if args.resume:
+        if args.config:
+            raise ConfigError("field 'config': --resume takes its config from the run folder")
+        run = s2s.resume(args.resume, progress=progress, **given_fields(args, s2s.Seq2SeqTaskConfig))
+    else:
+        cfg = resolve_config(s2s.Seq2SeqTaskConfig, args, s2s.DEFAULTS)
+        run = s2s.train(cfg, overwrite=args.overwrite, progress=progress)
+    if not is_main_process():  # under torchrun only rank 0 reports
+        return 0
+    valid, _ = s2s.load_valid_pairs(run.config)
+    if valid is not None:
+        m = run.evaluate_pairs(valid, beam=1)
+        print(f"rnnkit: best checkpoint on the validation pairs (greedy): BLEU {m['bleu']:.2f}  chrF "
+              f"{m['chrf']:.2f}  exact match {m['exact_match']:.4f}  sentences {m['sentences']}", file=sys.stderr)
+        sources = list(dict.fromkeys(s for s, _ in valid))[: args.samples]
+        for src, hyp in zip(sources, run.translate(sources, beam=1)):
+            print(f"{src}\t{hyp}")
+    return 0
+
+
+def _load(args: argparse.Namespace) -> s2s.Seq2SeqRun:
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ConfigError(f"field 'threads': must be >= 1, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
+    return s2s.load(Path(args.run), checkpoint=args.checkpoint, device=args.device)
+
+
+def _stdin_lines() -> list[str]:
+    """Standard input as lines, with the checks :func:`rnnkit.data.files.read_lines` makes on files."""
+    data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode("utf-8")
+    nul = data.find(b"\x00")
+    if nul >= 0:
+        line = data.count(b"\n", 0, nul) + 1
+        raise DataError(f"<stdin>:{line}: binary input (NUL byte)")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise DataError(f"<stdin>:{line}: not valid UTF-8 (byte 0x{data[e.start]:02x})") from None
+    if not text.strip():
+        raise DataError("<stdin>: no input (give one sentence per line, or --input FILE)")
+    lines = text.replace("\r\n", "\n").split("\n")
+    if lines[-1] == "":
+        lines.pop()  # a final newline ends the last line; it does not start an empty one
+    return lines
+
+
+def _check_search(args: argparse.Namespace) -> None:
+    if args.beam < 1:
+        raise ConfigError(f"field 'beam': must be >= 1, got {args.beam}")
+    if args.max_len_a < 0 or args.max_len_b < 0:
+        raise ConfigError(f"field 'max_len_a/max_len_b': must be >= 0, got {args.max_len_a} and {args.max_len_b}")
+
+
+def cmd_translate(args: argparse.Namespace) -> int:
+    _check_search(args)
+    if not 1 <= args.nbest <= args.beam:
+        raise ConfigError(f"field 'nbest': must be in [1, --beam = {args.beam}], got {args.nbest}")
+    if args.batch_size < 1:
+        raise ConfigError(f"field 'batch_size': must be >= 1, got {args.batch_size}")
+    run = _load(args)
+    lines = read_lines(args.input, what="sentences to translate") if args.input else _stdin_lines()
+    search = {**_search(args), "batch_size": args.batch_size}
+    if args.nbest == 1:
+        for hyp in run.translate(lines, **search):
+            print(hyp)
+        return 0
+    for i, hyps in enumerate(run.translate_nbest(lines, args.nbest, **search)):
+        if not hyps:
+            print(f"{i}\t{0.0:.4f}\t")
+        for h in hyps:
+            print(f"{i}\t{h.score:.4f}\t{h.text}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    _check_search(args)
+    run = _load(args)
+    m = run.evaluate(args.test, src=args.src_test, tgt=args.tgt_test, **_search(args))
+    if args.json:
+        print(json.dumps(m))
+    else:
+        print(f"BLEU {m['bleu']:.2f}  chrF {m['chrf']:.2f}  exact match {m['exact_match']:.4f}  "
+              f"sentences {m['sentences']}")
+    return 0
+
+
+def cmd_attention(args: argparse.Namespace) -> int:
+    from rnnkit.plot import plot_attention
+
+    run = _load(args)
+    src, out, weights = run.attention(args.sentence)
+    print(f"rnnkit: translation: {run.translate([args.sentence], beam=1)[0]}", file=sys.stderr)
+    print(plot_attention(weights.tolist(), src, out, args.out))
+    return 0
