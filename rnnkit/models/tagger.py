@@ -153,16 +153,20 @@ def collate_tagged(
     if chars is not None:
         if [len(s) for s in chars] != lengths.tolist():
             raise ValueError("chars: expected one list of character ids per word of each sentence")
-        char_lengths = torch.zeros(b, t, dtype=torch.long)
-        for i, sent in enumerate(chars):
-            char_lengths[i, : len(sent)] = torch.tensor([len(w) for w in sent], dtype=torch.long)
-        c = max(1, int(char_lengths.max()))
+        flat = [list(w) for sent in chars for w in sent]  # every real word, row-major
+        for k, w in enumerate(flat):
+            if len(w) == 0:
+                i = int(torch.searchsorted(lengths.cumsum(0), k, right=True))
+                j = k - int(lengths[:i].sum())
+                raise ValueError(f"chars: word {j} of sentence {i} has no characters")
+        flat_len = torch.tensor([len(w) for w in flat], dtype=torch.long)  # (N,)
+        c = int(flat_len.max())
+        flat_ids = torch.tensor([w + [char_pad_id] * (c - len(w)) for w in flat], dtype=torch.long)  # (N, C)
+        real = torch.arange(t)[None, :] < lengths[:, None]  # (B, T), row-major like ``flat``
         char_ids = torch.full((b, t, c), char_pad_id, dtype=torch.long)
-        for i, sent in enumerate(chars):
-            for j, w in enumerate(sent):
-                if len(w) == 0:
-                    raise ValueError(f"chars: word {j} of sentence {i} has no characters")
-                char_ids[i, j, : len(w)] = torch.as_tensor(list(w), dtype=torch.long)
+        char_ids[real] = flat_ids
+        char_lengths = torch.zeros(b, t, dtype=torch.long)
+        char_lengths[real] = flat_len
         batch.chars, batch.char_lengths = char_ids, char_lengths
     if tags is not None:
         tag_ids, tag_lengths = pad_batch(tags, 0)
