@@ -8,7 +8,8 @@ tokens/s over ``--steps`` steps through the product's API, the two settings time
 * tagging: UD English EWT train (UPOS), the ``rnnkit tag train`` default model (word + char BiLSTM, softmax),
   batches of ``--batch-size`` sentences. Bucketed = :func:`length_batches` pools of 50 batches sorted by
   length; random = consecutive runs of the shuffled sentences.
-* seq2seq: see :func:`seq2seq_half` (added by the seq2seq task).
+* seq2seq: the bundled Tatoeba English-French training pairs, the ``rnnkit seq2seq train`` default model,
+  batches of ``--batch-size`` pairs; padding over source and decoder cells (see :func:`seq2seq_half`).
 
     python benchmarks/padding.py                 # ~2-3 minutes on 2 cores
     python benchmarks/padding.py --quick         # smoke run, seconds
@@ -25,14 +26,19 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import torch
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
 from rnnkit.data.batching import length_batches, padding_fraction  # noqa: E402
 from rnnkit.data.conll import bundled_ud_ewt, read_conllu, write_conllu  # noqa: E402
+from rnnkit.data.pairs import bundled_tatoeba, read_tsv_pairs  # noqa: E402
+from rnnkit.tasks import seq2seq as s2s  # noqa: E402
 from rnnkit.tasks import tag  # noqa: E402
 
 QUICK_TAG = dict(emb=16, char_emb=8, char_hidden=8, hidden=16, layers=1)
+QUICK_SEQ2SEQ = dict(emb=16, enc_hidden=16, hidden=32)
 QUICK_SENTENCES = 300
 
 
@@ -90,13 +96,51 @@ def tagging_half(args: argparse.Namespace, tmp: Path) -> tuple[list[dict[str, An
 # --- seq2seq -------------------------------------------------------------------------------------------------
 
 def seq2seq_half(args: argparse.Namespace, tmp: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """SEQ2SEQ HALF (to be added by the seq2seq task): the same measurement on sentence pairs.
+    """Rows (one per batching) and details for the seq2seq task, on the bundled Tatoeba English-French pairs.
 
-    Return rows with the keys of :func:`tagging_half`'s rows (``task="seq2seq"``, ``batching``,
-    ``padding``, ``batches``, ``tokens_per_s``, ``steps``) and a dict of details; ``main`` prints and
-    reports them with the tagging rows. Until then: no rows.
+    Padding is counted over the cells the model really computes: source ``(B, S)`` and decoder ``(B, T)``
+    with T = longest target + 1 (``<bos>``/``<eos>``); ``padding`` is the fraction of both together, with
+    ``padding_src`` and ``padding_tgt`` separately. Bucketed batches are sorted by (target, source) length
+    within pools of 50 batches; random = consecutive runs of the shuffled pairs. Tokens/s counts real target
+    tokens (``<eos>`` included), as the engine logs them; model = the ``rnnkit seq2seq train`` defaults.
     """
-    return [], {"status": "not implemented yet"}
+    train = bundled_tatoeba()["train"]
+    source = str(train)
+    if args.quick:
+        pairs = read_tsv_pairs(train).pairs[:QUICK_SENTENCES]
+        train = tmp / "pairs.tsv"
+        train.write_text("".join(f"{s}\t{t}\n" for s, t in pairs), encoding="utf-8")
+        source += f", first {QUICK_SENTENCES} pairs (--quick)"
+    fields = {"train": str(train), "batch_size": args.batch_size, "threads": args.threads, "device": args.device,
+              "seed": 1, "time_budget": None, "eval_every": 0, "max_steps": args.steps, "log_every": args.steps,
+              **(QUICK_SEQ2SEQ if args.quick else {})}
+    rows, windows, cfg = [], {}, None
+    for bucket in (True, False):
+        cfg = s2s.make_config(**fields, bucket=bucket, out=str(tmp / "unused"))
+        tokenizers, examples, _, _ = s2s.prepare(cfg)
+        batches = s2s.Seq2SeqTask(cfg, tokenizers, examples, None, None, torch.device("cpu")).epoch_batches(0)
+        src = [len(e.src) for e in examples]
+        tgt = [len(e.tgt) + 1 for e in examples]  # decoder steps: <bos> y_1..y_n in, y_1..y_n <eos> out
+        cells = sum(len(b) * (max(src[i] for i in b) + max(tgt[i] for i in b)) for b in batches)
+        real = sum(src) + sum(tgt)
+        name = "bucketed" if bucket else "random"
+        rows.append({"task": "seq2seq", "batching": name, "padding": 1.0 - real / cells,
+                     "padding_src": padding_fraction(batches, src), "padding_tgt": padding_fraction(batches, tgt),
+                     "batches": len(batches)})
+
+        def window(bucket: bool = bucket, name: str = name) -> float:
+            out = tmp / f"seq2seq-{name}"
+            s2s.train(out=str(out), overwrite=True, progress=False, bucket=bucket, **fields)
+            logged = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+            return [r for r in logged if r.get("split") == "train"][-1]["tokens_per_s"]
+
+        windows[name] = window
+    rates = common.alternate(windows, args.windows)
+    for row in rows:
+        row.update(tokens_per_s=common.summarize(rates[row["batching"]]), steps=args.steps)
+    speedup = common.ratio_summary(rates["bucketed"], rates["random"])
+    settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("train", "bucket", "out")}
+    return rows, {"data": source, "settings": settings, "bucketed_vs_random_tokens_per_s": speedup}
 
 
 # --- main ----------------------------------------------------------------------------------------------------
