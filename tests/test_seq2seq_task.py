@@ -376,3 +376,29 @@ def test_two_processes_equal_one_process(tmp_path, data):
     for r, s in zip(one, two):  # validation pairs split over the ranks, statistics summed
         assert r["loss"] == pytest.approx(s["loss"], abs=1e-5)
         assert r["bleu"] == pytest.approx(s["bleu"], abs=1e-9) and r["exact_match"] == s["exact_match"]
+
+
+# --- the quality benchmark's smoke path ----------------------------------------------------------------------
+
+def test_quality_benchmark_quick(tmp_path, monkeypatch, capsys):
+    from pathlib import Path
+
+    benchmarks = Path(__file__).resolve().parents[1] / "benchmarks"
+    monkeypatch.syspath_prepend(str(benchmarks))
+    import seq2seq_quality
+
+    folder = tmp_path / "data" / "multi30k"
+    folder.mkdir(parents=True)
+    for split, n, seed in (("train", 200, 1), ("val", 20, 2), ("test_2016_flickr", 20, 3)):
+        pairs = reverse_pairs(n, seed)
+        (folder / f"{split}.de").write_text("".join(s + "\n" for s, _ in pairs))
+        (folder / f"{split}.en").write_text("".join(t + "\n" for _, t in pairs))
+    out = seq2seq_quality.main(["--quick", "--threads", "1", "--data-dir", str(tmp_path / "data")])
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed["benchmark"] == "seq2seq quality" and printed["quick"] is True
+    multi30k, tatoeba = out["results"]
+    assert multi30k["attention"]["settings"]["attention"] == "additive"
+    assert multi30k["no_attention"]["settings"]["attention"] == "none"
+    for r in (multi30k["attention"], multi30k["no_attention"], tatoeba["model"]):
+        assert set(r["test"]) >= {"bleu", "bleu_lc_tok", "chrf", "exact_match"} and r["steps"] >= 1
+    assert set(printed["targets_met"]) == {"multi30k"}
