@@ -159,7 +159,8 @@ class Rnnkit:
         from rnnkit.train.engine import Trainer
 
         class NoSaveTrainer(Trainer):
-            def save(self, name: str, eval_loss: float | None = None) -> None:  # checkpoints: see lm_process.py
+            def save(self, name: str, eval_loss: float | None = None, also_as: str | None = None) -> None:
+                # checkpoints: see lm_process.py
                 pass
 
         self.name = "rnnkit" if softmax == "full" else "rnnkit-adaptive"

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 import typing
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
-from rnnkit.errors import ConfigError
+from rnnkit.errors import ConfigError, DataError
 from rnnkit.train.config import base_type, build_config, coerce, field_type, load_config_file
 
 C = TypeVar("C")
@@ -67,3 +68,41 @@ def resolve_config(cls: type[C], args: argparse.Namespace, defaults: Mapping[str
         values.update(from_file)
     values.update(given_fields(args, cls))
     return build_config(cls, values, source=str(config_path) if config_path else "flags")
+
+
+def add_load_flags(p: argparse.ArgumentParser) -> None:
+    """``--checkpoint``, ``--device`` and ``--threads`` for commands that load a trained run."""
+    p.add_argument("--checkpoint", choices=("best", "last"), default="best", help="which checkpoint (default best)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+
+
+def apply_threads(threads: int | None) -> None:
+    """Set torch's CPU thread count from ``--threads`` (None: torch's choice)."""
+    if threads is None:
+        return
+    if threads < 1:
+        raise ConfigError(f"field 'threads': must be >= 1, got {threads}")
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def stdin_lines() -> list[str]:
+    """Standard input as lines, with the checks :func:`rnnkit.data.files.read_lines` makes on files."""
+    data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode("utf-8")
+    nul = data.find(b"\x00")
+    if nul >= 0:
+        line = data.count(b"\n", 0, nul) + 1
+        raise DataError(f"<stdin>:{line}: binary input (NUL byte)")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise DataError(f"<stdin>:{line}: not valid UTF-8 (byte 0x{data[e.start]:02x})") from None
+    if not text.strip():
+        raise DataError("<stdin>: no input (give one sentence per line, or --input FILE)")
+    lines = text.replace("\r\n", "\n").split("\n")
+    if lines[-1] == "":
+        lines.pop()  # a final newline ends the last line; it does not start an empty one
+    return lines

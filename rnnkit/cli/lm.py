@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from rnnkit.cli.common import add_config_flags, given_fields, resolve_config
+from rnnkit.cli.common import add_config_flags, add_load_flags, apply_threads, given_fields, resolve_config
 from rnnkit.errors import ConfigError
 from rnnkit.tasks import lm
 from rnnkit.train.distributed import is_main_process
@@ -39,21 +39,15 @@ def register(tasks: argparse._SubParsersAction) -> None:
     p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling threshold (1.0 = off)")
     p.add_argument("--seed", type=int, default=None, help="seed for reproducible samples")
     p.add_argument("--num-samples", type=int, default=1, help="independent samples (default 1)")
-    _add_load_flags(p)
+    add_load_flags(p)
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("evaluate", help="loss and perplexity on a text")
     p.add_argument("run", metavar="RUN", help="run folder")
     p.add_argument("--test", metavar="FILE", help="text to score (default: the run's validation text)")
     p.add_argument("--json", action="store_true", help="print one JSON line")
-    _add_load_flags(p)
+    add_load_flags(p)
     p.set_defaults(func=cmd_evaluate)
-
-
-def _add_load_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", choices=("best", "last"), default="best", help="which checkpoint (default best)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -77,10 +71,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _load(args: argparse.Namespace) -> lm.LMRun:
-    if args.threads is not None:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    apply_threads(args.threads)
     return lm.load(Path(args.run), checkpoint=args.checkpoint, device=args.device)
 
 

@@ -7,9 +7,9 @@ import json
 import sys
 from pathlib import Path
 
-from rnnkit.cli.common import add_config_flags, given_fields, resolve_config
+from rnnkit.cli.common import add_config_flags, add_load_flags, apply_threads, given_fields, resolve_config, stdin_lines
 from rnnkit.data.files import read_lines
-from rnnkit.errors import ConfigError, DataError
+from rnnkit.errors import ConfigError
 from rnnkit.tasks import seq2seq as s2s
 from rnnkit.train.distributed import is_main_process
 
@@ -52,7 +52,7 @@ def register(tasks: argparse._SubParsersAction) -> None:
                    help="print the K best translations per sentence with their scores (K <= --beam; default 1)")
     p.add_argument("--batch-size", type=int, default=s2s.EVAL_BATCH, metavar="N",
                    help=f"sentences decoded together (default {s2s.EVAL_BATCH})")
-    _add_load_flags(p)
+    add_load_flags(p)
     p.set_defaults(func=cmd_translate)
 
     p = sub.add_parser("evaluate", help="BLEU, chrF and exact match on test pairs",
@@ -67,7 +67,7 @@ def register(tasks: argparse._SubParsersAction) -> None:
     _add_search_flags(p)
     p.add_argument("--json", action="store_true",
                    help='print one JSON line {"bleu", "chrf", "exact_match", "sentences"}')
-    _add_load_flags(p)
+    add_load_flags(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("attention", help="plot the attention of one translation",
@@ -76,7 +76,7 @@ def register(tasks: argparse._SubParsersAction) -> None:
     p.add_argument("run", metavar="RUN", help="run folder")
     p.add_argument("sentence", help="the source sentence")
     p.add_argument("--out", metavar="FILE", default="attention.png", help="image file (default attention.png)")
-    _add_load_flags(p)
+    add_load_flags(p)
     p.set_defaults(func=cmd_attention)
 
 
@@ -90,12 +90,6 @@ def _add_search_flags(p: argparse.ArgumentParser) -> None:
                    help=f"at most A * source tokens + B output tokens (default {s2s.DEFAULT_MAX_LEN_A})")
     p.add_argument("--max-len-b", type=int, default=s2s.DEFAULT_MAX_LEN_B, metavar="B",
                    help=f"see --max-len-a (default {s2s.DEFAULT_MAX_LEN_B})")
-
-
-def _add_load_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", choices=("best", "last"), default="best", help="which checkpoint (default best)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
 
 
 def _search(args: argparse.Namespace) -> dict:
@@ -128,33 +122,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _load(args: argparse.Namespace) -> s2s.Seq2SeqRun:
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ConfigError(f"field 'threads': must be >= 1, got {args.threads}")
-        import torch
-
-        torch.set_num_threads(args.threads)
+    apply_threads(args.threads)
     return s2s.load(Path(args.run), checkpoint=args.checkpoint, device=args.device)
-
-
-def _stdin_lines() -> list[str]:
-    """Standard input as lines, with the checks :func:`rnnkit.data.files.read_lines` makes on files."""
-    data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode("utf-8")
-    nul = data.find(b"\x00")
-    if nul >= 0:
-        line = data.count(b"\n", 0, nul) + 1
-        raise DataError(f"<stdin>:{line}: binary input (NUL byte)")
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = data.count(b"\n", 0, e.start) + 1
-        raise DataError(f"<stdin>:{line}: not valid UTF-8 (byte 0x{data[e.start]:02x})") from None
-    if not text.strip():
-        raise DataError("<stdin>: no input (give one sentence per line, or --input FILE)")
-    lines = text.replace("\r\n", "\n").split("\n")
-    if lines[-1] == "":
-        lines.pop()  # a final newline ends the last line; it does not start an empty one
-    return lines
 
 
 def _check_search(args: argparse.Namespace) -> None:
@@ -171,7 +140,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise ConfigError(f"field 'batch_size': must be >= 1, got {args.batch_size}")
     run = _load(args)
-    lines = read_lines(args.input, what="sentences to translate") if args.input else _stdin_lines()
+    lines = read_lines(args.input, what="sentences to translate") if args.input else stdin_lines()
     search = {**_search(args), "batch_size": args.batch_size}
     if args.nbest == 1:
         for hyp in run.translate(lines, **search):

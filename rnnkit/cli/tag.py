@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from rnnkit.cli.common import add_config_flags, given_fields, resolve_config
+from rnnkit.cli.common import add_config_flags, add_load_flags, apply_threads, given_fields, resolve_config, stdin_lines
 from rnnkit.data.conll import is_conllu, read_columns, read_conllu, read_plain, write_conll, write_conllu
 from rnnkit.data.files import read_lines
 from rnnkit.errors import ConfigError, DataError
@@ -46,7 +46,7 @@ def register(tasks: argparse._SubParsersAction) -> None:
                    "input is copied with only that column replaced)")
     p.add_argument("--column", choices=("upos", "xpos"), default=None,
                    help="CoNLL-U column to fill (default: the run's column, or upos)")
-    _add_load_flags(p)
+    add_load_flags(p)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("evaluate", help="accuracy and span F1 on a labelled file")
@@ -55,14 +55,8 @@ def register(tasks: argparse._SubParsersAction) -> None:
     p.add_argument("--column", metavar="C", default=None,
                    help="label column: upos/xpos for CoNLL-U, a number for column files (default: the run's)")
     p.add_argument("--json", action="store_true", help="print one JSON line")
-    _add_load_flags(p)
+    add_load_flags(p)
     p.set_defaults(func=cmd_evaluate)
-
-
-def _add_load_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", choices=("best", "last"), default="best", help="which checkpoint (default best)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -83,30 +77,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _load(args: argparse.Namespace) -> tag.TagRun:
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ConfigError(f"field 'threads': must be >= 1, got {args.threads}")
-        import torch
-
-        torch.set_num_threads(args.threads)
+    apply_threads(args.threads)
     return tag.load(Path(args.run), checkpoint=args.checkpoint, device=args.device)
-
-
-def _stdin_lines() -> list[str]:
-    """Standard input as lines, with the checks :func:`rnnkit.data.files.read_lines` makes on files."""
-    data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode("utf-8")
-    nul = data.find(b"\x00")
-    if nul >= 0:
-        line = data.count(b"\n", 0, nul) + 1
-        raise DataError(f"<stdin>:{line}: binary input (NUL byte)")
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = data.count(b"\n", 0, e.start) + 1
-        raise DataError(f"<stdin>:{line}: not valid UTF-8 (byte 0x{data[e.start]:02x})") from None
-    if not text.strip():
-        raise DataError("<stdin>: no input (give one sentence per line, or --input FILE)")
-    return text.replace("\r\n", "\n").split("\n")
 
 
 def _read_input(args: argparse.Namespace) -> tuple[list[list[str]], bool]:
@@ -115,7 +87,7 @@ def _read_input(args: argparse.Namespace) -> tuple[list[list[str]], bool]:
     if args.input is None:
         if fmt not in ("auto", "plain"):
             raise ConfigError(f"field 'input_format': {fmt} input needs --input FILE")
-        return read_plain(_stdin_lines()), False
+        return read_plain(stdin_lines()), False
     what = "input to tag"
     if fmt == "auto":
         fmt = "conllu" if is_conllu(args.input, what=what) else "plain"

@@ -44,8 +44,33 @@ def exact_match(hypotheses: Sequence[str], references: Sequence[str]) -> float:
         ValueError: the lists differ in length, are empty, or hold non-strings.
     """
     _check_corpus(hypotheses, references)
-    hits = sum(" ".join(h.split()) == " ".join(r.split()) for h, r in zip(hypotheses, references))
-    return hits / len(hypotheses)
+    return exact_matches(hypotheses, references) / len(hypotheses)
+
+
+def exact_matches(hypotheses: Sequence[str], references: Sequence[str]) -> int:
+    """How many hypotheses equal their reference (whitespace-normalised, as :func:`exact_match`)."""
+    return sum(" ".join(h.split()) == " ".join(r.split()) for h, r in zip(hypotheses, references))
+
+
+BLEU_ORDER = 4
+
+
+def bleu_stats(hypotheses: Sequence[str], references: Sequence[str]) -> dict[str, float]:
+    """sacrebleu's sufficient statistics of corpus BLEU (additive over sentences, so they sum over ranks)."""
+    score = BLEU().corpus_score(list(hypotheses), [list(references)])
+    stats = {"bleu_sys_len": float(score.sys_len), "bleu_ref_len": float(score.ref_len)}
+    for n in range(BLEU_ORDER):
+        stats[f"bleu_correct_{n + 1}"] = float(score.counts[n])
+        stats[f"bleu_total_{n + 1}"] = float(score.totals[n])
+    return stats
+
+
+def bleu_from_stats(stats: dict[str, float]) -> float:
+    """Corpus BLEU (0-100) from summed :func:`bleu_stats`: equal to ``corpus_scores(...)["bleu"]``."""
+    correct = [int(stats[f"bleu_correct_{n + 1}"]) for n in range(BLEU_ORDER)]
+    total = [int(stats[f"bleu_total_{n + 1}"]) for n in range(BLEU_ORDER)]
+    return float(BLEU.compute_bleu(correct, total, int(stats["bleu_sys_len"]), int(stats["bleu_ref_len"]),
+                                   smooth_method="exp").score)
 
 
 def corpus_scores(hypotheses: Sequence[str], references: Sequence[str]) -> dict[str, float | int]:

@@ -24,7 +24,7 @@ from rnnkit.data.files import read_text
 from rnnkit.data.lm import BPTTStream, batchify
 from rnnkit.data.tokenize import Tokenizer, build_tokenizer, tokenizer_from_dict
 from rnnkit.decode.sampling import generate as sample_tokens
-from rnnkit.errors import CheckpointError, ConfigError, DataError
+from rnnkit.errors import ConfigError, DataError
 from rnnkit.metrics.lm import lm_summary
 from rnnkit.models.lm import LanguageModel, LMModelConfig
 from rnnkit.train import run as runs
@@ -323,10 +323,7 @@ def resume(run_dir: str | Path, *, progress: bool = True, **overrides: Any) -> L
     valid_ids = encode_checked(tokenizer, valid_text, valid_name, 2) if valid_text is not None else None
     model = _build(cfg, tokenizer, device)
     trainer = _trainer(cfg, model, train_ids, valid_ids, device, out, progress, info)
-    trainer.restore(ckpt)
-    if info.is_main:
-        runs.truncate_metrics(out, trainer.state.step)
-        runs.save_run_config(out, cfg, TASK)
+    runs.restore_for_resume(trainer, ckpt, out, cfg, TASK)
     trainer.fit()
     runs.report_stop(trainer, out, TASK)
     return load(out)
@@ -340,11 +337,7 @@ def _trainer(cfg: LMConfig, model: LanguageModel, train_ids: torch.Tensor, valid
 
 
 def _load_tokenizer(run_dir: Path) -> Tokenizer:
-    data = runs.read_json(run_dir / runs.TOKENIZER, "tokenizer")
-    try:
-        return tokenizer_from_dict(data)
-    except (KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"{run_dir / runs.TOKENIZER}: damaged tokenizer ({e})") from None
+    return runs.read_vocabularies(run_dir, "tokenizer", tokenizer_from_dict)
 
 
 def load(run_dir: str | Path, checkpoint: str = "best", device: str = "auto") -> LMRun:
@@ -355,13 +348,7 @@ def load(run_dir: str | Path, checkpoint: str = "best", device: str = "auto") ->
     ckpt = runs.load_checkpoint(out, checkpoint, TASK)
     dev = resolve_device(device)
     model_cfg = cfg.model_config(len(tokenizer.vocab))
-    saved = ckpt.meta.get("model_config")
-    if saved != model_cfg.to_dict():
-        diff = next((k for k, v in model_cfg.to_dict().items() if not isinstance(saved, dict) or saved.get(k) != v),
-                    "model_config")
-        got = saved.get(diff) if isinstance(saved, dict) else None
-        raise CheckpointError(f"{ckpt.path}: checkpoint is for another model ({diff} = {got!r}, the run's "
-                              f"config says {getattr(model_cfg, diff, None)!r})")
+    runs.check_model_config(ckpt, model_cfg)
     model = LanguageModel(model_cfg).to(dev)
     load_model_state(model, ckpt)
     model.eval()

@@ -37,7 +37,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from sacrebleu.metrics import BLEU
 from torch import Tensor
 
 from rnnkit.data.batching import length_batches, restore_order
@@ -45,9 +44,9 @@ from rnnkit.data.pairs import MAX_CHARS, Pair, PairBatch, bundled_tatoeba, colla
 from rnnkit.data.tokenize import Tokenizer, build_tokenizer, tokenizer_from_dict
 from rnnkit.data.vocab import EOS
 from rnnkit.decode.search import Hypothesis, beam_search, greedy_search
-from rnnkit.errors import CheckpointError, ConfigError, DataError
+from rnnkit.errors import ConfigError, DataError
 from rnnkit.metrics.lm import perplexity
-from rnnkit.metrics.translation import corpus_scores
+from rnnkit.metrics.translation import bleu_from_stats, bleu_stats, corpus_scores, exact_matches
 from rnnkit.models.seq2seq import ATTENTION_TYPES, Seq2Seq, Seq2SeqConfig
 from rnnkit.train import run as runs
 from rnnkit.train.checkpoint import load_model_state
@@ -309,31 +308,6 @@ def nll_stats(model: Seq2Seq, examples: Sequence[Example], target: Tokenizer, de
     return total, tokens
 
 
-BLEU_ORDER = 4
-
-
-def bleu_stats(hypotheses: Sequence[str], references: Sequence[str]) -> dict[str, float]:
-    """sacrebleu's sufficient statistics of corpus BLEU (additive over sentences, so they sum over ranks)."""
-    score = BLEU().corpus_score(list(hypotheses), [list(references)])
-    stats = {"bleu_sys_len": float(score.sys_len), "bleu_ref_len": float(score.ref_len)}
-    for n in range(BLEU_ORDER):
-        stats[f"bleu_correct_{n + 1}"] = float(score.counts[n])
-        stats[f"bleu_total_{n + 1}"] = float(score.totals[n])
-    return stats
-
-
-def bleu_from_stats(stats: dict[str, float]) -> float:
-    """Corpus BLEU (0-100) from summed :func:`bleu_stats`: equal to ``corpus_scores(...)["bleu"]``."""
-    correct = [int(stats[f"bleu_correct_{n + 1}"]) for n in range(BLEU_ORDER)]
-    total = [int(stats[f"bleu_total_{n + 1}"]) for n in range(BLEU_ORDER)]
-    return float(BLEU.compute_bleu(correct, total, int(stats["bleu_sys_len"]), int(stats["bleu_ref_len"]),
-                                   smooth_method="exp").score)
-
-
-def _same(a: str, b: str) -> bool:
-    return " ".join(a.split()) == " ".join(b.split())
-
-
 class Seq2SeqTask:
     """The engine's view of translation: length-bucketed batches of pairs, loss summed over target tokens.
 
@@ -392,7 +366,7 @@ class Seq2SeqTask:
             texts = [self.tokenizers.target.decode(h[0].tokens) for h in hyps]
             refs = [self.valid_refs[i] for i in mine]
             stats.update(bleu_stats(texts, refs), sentences=float(len(texts)),
-                         exact=float(sum(_same(h, r) for h, r in zip(texts, refs))))
+                         exact=float(exact_matches(texts, refs)))
         return stats
 
     def summarize(self, stats: dict[str, float]) -> dict[str, float]:
@@ -602,10 +576,7 @@ def resume(run_dir: str | os.PathLike, *, progress: bool = True, **overrides: An
     valid_ex, refs = _valid_data(cfg, tokenizers)
     model = Seq2Seq(tokenizers.model_config(cfg)).to(device)
     trainer = _trainer(cfg, model, tokenizers, train_ex, valid_ex, refs, device, out, progress, info)
-    trainer.restore(ckpt)
-    if info.is_main:
-        runs.truncate_metrics(out, trainer.state.step)
-        runs.save_run_config(out, cfg, TASK)
+    runs.restore_for_resume(trainer, ckpt, out, cfg, TASK)
     trainer.fit()
     runs.report_stop(trainer, out, TASK)
     return load(out)
@@ -620,11 +591,7 @@ def _trainer(cfg: Seq2SeqTaskConfig, model: Seq2Seq, tokenizers: Seq2SeqTokenize
 
 
 def _load_tokenizers(run_dir: Path) -> Seq2SeqTokenizers:
-    data = runs.read_json(run_dir / runs.TOKENIZER, "tokenizers")
-    try:
-        return Seq2SeqTokenizers.from_dict(data)
-    except (KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"{run_dir / runs.TOKENIZER}: damaged tokenizers ({e})") from None
+    return runs.read_vocabularies(run_dir, "tokenizers", Seq2SeqTokenizers.from_dict)
 
 
 def load(run_dir: str | os.PathLike, checkpoint: str = "best", device: str = "auto") -> Seq2SeqRun:
@@ -635,13 +602,7 @@ def load(run_dir: str | os.PathLike, checkpoint: str = "best", device: str = "au
     ckpt = runs.load_checkpoint(out, checkpoint, TASK)
     dev = resolve_device(device)
     model_cfg = tokenizers.model_config(cfg)
-    saved = ckpt.meta.get("model_config")
-    if saved != model_cfg.to_dict():
-        diff = next((k for k, v in model_cfg.to_dict().items() if not isinstance(saved, dict) or saved.get(k) != v),
-                    "model_config")
-        got = saved.get(diff) if isinstance(saved, dict) else None
-        raise CheckpointError(f"{ckpt.path}: checkpoint is for another model ({diff} = {got!r}, the run's "
-                              f"config says {getattr(model_cfg, diff, None)!r})")
+    runs.check_model_config(ckpt, model_cfg)
     model = Seq2Seq(model_cfg).to(dev)
     load_model_state(model, ckpt)
     model.eval()

@@ -33,7 +33,7 @@ import torch
 from rnnkit.data.batching import length_batches, restore_order
 from rnnkit.data.conll import CONLLU_COLUMNS, Sentence, bundled_ud_ewt, read_tagged
 from rnnkit.data.vocab import Vocab
-from rnnkit.errors import CheckpointError, ConfigError, DataError
+from rnnkit.errors import ConfigError, DataError
 from rnnkit.metrics.tagging import detect_scheme, span_scores, tagging_report
 from rnnkit.models.tagger import Tagger, TaggerBatch, TaggerConfig, collate_tagged, load_word_vectors
 from rnnkit.nn.crf import bio_constraints
@@ -474,10 +474,7 @@ def resume(run_dir: str | Path, *, progress: bool = True, **overrides: Any) -> T
     scheme = ckpt.meta.get("constraints")
     model = Tagger(cfg.model_config(vocabs), crf_constraints=_crf_constraints(scheme, vocabs)).to(device)
     trainer = _trainer(cfg, model, vocabs, train_ex, valid, scheme, device, out, progress, info)
-    trainer.restore(ckpt)
-    if info.is_main:
-        runs.truncate_metrics(out, trainer.state.step)
-        runs.save_run_config(out, cfg, TASK)
+    runs.restore_for_resume(trainer, ckpt, out, cfg, TASK)
     trainer.fit()
     runs.report_stop(trainer, out, TASK)
     return load(out)
@@ -494,11 +491,7 @@ def _trainer(cfg: TagConfig, model: Tagger, vocabs: TagVocabs, train_ex: list[Ex
 
 
 def _load_vocabs(run_dir: Path) -> TagVocabs:
-    data = runs.read_json(run_dir / runs.TOKENIZER, "vocabularies")
-    try:
-        return TagVocabs.from_dict(data)
-    except (KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"{run_dir / runs.TOKENIZER}: damaged vocabularies ({e})") from None
+    return runs.read_vocabularies(run_dir, "vocabularies", TagVocabs.from_dict)
 
 
 def load(run_dir: str | Path, checkpoint: str = "best", device: str = "auto") -> TagRun:
@@ -509,13 +502,7 @@ def load(run_dir: str | Path, checkpoint: str = "best", device: str = "auto") ->
     ckpt = runs.load_checkpoint(out, checkpoint, TASK)
     dev = resolve_device(device)
     model_cfg = cfg.model_config(vocabs)
-    saved = ckpt.meta.get("model_config")
-    if saved != model_cfg.to_dict():
-        diff = next((k for k, v in model_cfg.to_dict().items() if not isinstance(saved, dict) or saved.get(k) != v),
-                    "model_config")
-        got = saved.get(diff) if isinstance(saved, dict) else None
-        raise CheckpointError(f"{ckpt.path}: checkpoint is for another model ({diff} = {got!r}, the run's "
-                              f"config says {getattr(model_cfg, diff, None)!r})")
+    runs.check_model_config(ckpt, model_cfg)
     model = Tagger(model_cfg).to(dev)  # the CRF's constraint masks are buffers: loaded with the weights
     load_model_state(model, ckpt)
     model.eval()

@@ -207,8 +207,11 @@ class Trainer:
             return t
         return dist.gather_cat(t.to(self.device), dim).cpu()
 
-    def save(self, name: str, eval_loss: float | None = None) -> None:
-        """Write checkpoint ``name`` ('best' or 'last') atomically. Every rank calls it; rank 0 writes."""
+    def save(self, name: str, eval_loss: float | None = None, also_as: str | None = None) -> None:
+        """Write checkpoint ``name`` ('best' or 'last') atomically. Every rank calls it; rank 0 writes.
+
+        ``also_as`` names a second checkpoint that becomes the same file (a hard link, not a second write).
+        """
         carry = self.state.carry
         if self.dist.enabled and carry is not None:
             carry = _map_tensors(carry, lambda t: self._gather(t, 1))  # (L*D, B_global, H)
@@ -236,6 +239,8 @@ class Trainer:
             "carry": carry_structure,
         }
         ck.save_checkpoint(ck.checkpoint_path(self.run_dir, name), tensors, meta)
+        if also_as is not None:
+            ck.link_checkpoint(ck.checkpoint_path(self.run_dir, name), ck.checkpoint_path(self.run_dir, also_as))
 
     def restore(self, ckpt: ck.Checkpoint) -> None:
         """Load everything the next step depends on from a checkpoint written by :meth:`save`."""
@@ -433,9 +438,8 @@ class Trainer:
         self.stop_reason = stop or "epochs"
         if task.has_valid and self._last_eval_step != s.step:
             self.final_evaluation()
-        self.save("last")
-        if not task.has_valid and self.dist.is_main:  # without validation the latest model is the best we know
-            ck.link_checkpoint(ck.checkpoint_path(self.run_dir, "last"), ck.checkpoint_path(self.run_dir, "best"))
+        # without validation the latest model is the best one we know
+        self.save("last", also_as=None if task.has_valid else "best")
         dist.barrier()  # no rank reads the run folder before rank 0 has written it
         return s
 

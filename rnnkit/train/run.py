@@ -16,6 +16,7 @@ import dataclasses
 import json
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -29,6 +30,7 @@ from rnnkit.train.distributed import DistInfo
 from rnnkit.train.engine import Trainer
 
 C = TypeVar("C")
+T = TypeVar("T")
 
 CONFIG = "config.json"
 TOKENIZER = "tokenizer.json"
@@ -193,3 +195,33 @@ def report_stop(trainer: Trainer, out: Path, task: str) -> None:
           f"{s.elapsed_s:.0f}s of training in all; run folder {out}", file=sys.stderr)
     if trainer.stop_reason == "interrupted":
         print(f"rnnkit: resume with: rnnkit {task} train --resume {out}", file=sys.stderr)
+
+
+def read_vocabularies(run_dir: Path, what: str, from_dict: Callable[[Any], T]) -> T:
+    """A run's ``tokenizer.json`` rebuilt with ``from_dict``; damage is a CheckpointError naming the file."""
+    path = Path(run_dir) / TOKENIZER
+    data = read_json(path, what)
+    try:
+        return from_dict(data)
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: damaged {what} ({e})") from None
+
+
+def check_model_config(ckpt: ck.Checkpoint, model_config: Any) -> None:
+    """The checkpoint's model must be the one the run's config describes (``model_config.to_dict()``)."""
+    expected = model_config.to_dict()
+    saved = ckpt.meta.get("model_config")
+    if saved == expected:
+        return
+    diff = next((k for k, v in expected.items() if not isinstance(saved, dict) or saved.get(k) != v), "model_config")
+    got = saved.get(diff) if isinstance(saved, dict) else None
+    raise CheckpointError(f"{ckpt.path}: checkpoint is for another model ({diff} = {got!r}, the run's config "
+                          f"says {expected.get(diff)!r})")
+
+
+def restore_for_resume(trainer: Trainer, ckpt: ck.Checkpoint, out: Path, cfg: Any, task: str) -> None:
+    """Load the loop's state from ``ckpt`` and drop metric lines logged after it (rank 0 writes)."""
+    trainer.restore(ckpt)
+    if trainer.dist.is_main:
+        truncate_metrics(out, trainer.state.step)
+        save_run_config(out, cfg, task)
