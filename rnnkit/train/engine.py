@@ -69,11 +69,7 @@ class Task(Protocol):
     def train_loss(self, model: nn.Module, batch: Any, carry: Any) -> StepResult: ...
 
     def evaluate_stats(self, model: nn.Module) -> dict[str, float]:
-        """Additive statistics (sums, counts) on this rank's share of the validation split.
-
-        (A task may instead define ``evaluate(model) -> metrics`` over the whole validation set; under
-        torchrun every rank then evaluates all of it.)
-        """
+        """Additive statistics (sums, counts) on this rank's share of the validation split."""
 
     def summarize(self, stats: dict[str, float]) -> dict[str, float]:
         """Metrics from statistics summed over ranks; must include ``loss`` (mean per token)."""
@@ -289,8 +285,6 @@ class Trainer:
         self.model.eval()
         try:
             with torch.no_grad(), self._autocast():
-                if not hasattr(self.task, "evaluate_stats"):  # the whole validation set, on every rank
-                    return self.task.evaluate(self.model)
                 stats = self.task.evaluate_stats(self.model)
         finally:
             self.model.train()
