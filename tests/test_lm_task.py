@@ -207,7 +207,7 @@ def test_final_evaluation_changes_no_schedule_or_early_stopping_state(tmp_path, 
     records = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
     valid_records = [r for r in records if r["split"] == "valid"]
     assert [r["step"] for r in valid_records] == [5, 7] and valid_records[1].get("final") is True
-    assert meta["state"]["best_loss"] == valid_records[0]["loss"]  # only the scheduled evaluation counts
+    assert meta["state"]["best_score"] == valid_records[0]["loss"]  # only the scheduled evaluation counts
     assert meta["state"]["bad_evals"] == 0
 
 

@@ -70,6 +70,21 @@ def resolve_config(cls: type[C], args: argparse.Namespace, defaults: Mapping[str
     return build_config(cls, values, source=str(config_path) if config_path else "flags")
 
 
+def train_or_resume(task: Any, cls: type, args: argparse.Namespace) -> Any:
+    """``train`` or ``--resume``, the same for every task module (``train``, ``resume``, ``DEFAULTS``).
+
+    A fresh run takes defaults < ``--config`` file < flags; ``--resume RUN`` takes its config from the run
+    folder, and the task's ``resume`` accepts only the stopping, device and thread flags among those given.
+    """
+    progress = not args.no_progress
+    if args.resume:
+        if args.config:
+            raise ConfigError("field 'config': --resume takes its config from the run folder")
+        return task.resume(args.resume, progress=progress, **given_fields(args, cls))
+    cfg = resolve_config(cls, args, task.DEFAULTS)
+    return task.train(cfg, overwrite=args.overwrite, progress=progress)
+
+
 def add_load_flags(p: argparse.ArgumentParser) -> None:
     """``--checkpoint``, ``--device`` and ``--threads`` for commands that load a trained run."""
     p.add_argument("--checkpoint", choices=("best", "last"), default="best", help="which checkpoint (default best)")

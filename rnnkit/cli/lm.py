@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from rnnkit.cli.common import add_config_flags, add_load_flags, apply_threads, given_fields, resolve_config
+from rnnkit.cli.common import add_config_flags, add_load_flags, apply_threads, train_or_resume
 from rnnkit.errors import ConfigError
 from rnnkit.tasks import lm
 from rnnkit.train.distributed import is_main_process
@@ -51,14 +51,7 @@ def register(tasks: argparse._SubParsersAction) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    progress = not args.no_progress
-    if args.resume:
-        if args.config:
-            raise ConfigError("field 'config': --resume takes its config from the run folder")
-        run = lm.resume(args.resume, progress=progress, **given_fields(args, lm.LMConfig))
-    else:
-        cfg = resolve_config(lm.LMConfig, args, lm.DEFAULTS)
-        run = lm.train(cfg, overwrite=args.overwrite, progress=progress)
+    run = train_or_resume(lm, lm.LMConfig, args)
     if not is_main_process():  # under torchrun only rank 0 reports
         return 0
     if run.config.valid is not None or run.config.train is None:

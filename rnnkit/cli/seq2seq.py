@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from rnnkit.cli.common import add_config_flags, add_load_flags, apply_threads, given_fields, resolve_config, stdin_lines
+from rnnkit.cli.common import add_config_flags, add_load_flags, apply_threads, stdin_lines, train_or_resume
 from rnnkit.data.files import read_lines
 from rnnkit.errors import ConfigError
 from rnnkit.tasks import seq2seq as s2s
@@ -100,14 +100,7 @@ def _search(args: argparse.Namespace) -> dict:
 def cmd_train(args: argparse.Namespace) -> int:
     if args.samples < 0:
         raise ConfigError(f"field 'samples': must be >= 0, got {args.samples}")
-    progress = not args.no_progress
-    if args.resume:
-        if args.config:
-            raise ConfigError("field 'config': --resume takes its config from the run folder")
-        run = s2s.resume(args.resume, progress=progress, **given_fields(args, s2s.Seq2SeqTaskConfig))
-    else:
-        cfg = resolve_config(s2s.Seq2SeqTaskConfig, args, s2s.DEFAULTS)
-        run = s2s.train(cfg, overwrite=args.overwrite, progress=progress)
+    run = train_or_resume(s2s, s2s.Seq2SeqTaskConfig, args)
     if not is_main_process():  # under torchrun only rank 0 reports
         return 0
     valid, _ = s2s.load_valid_pairs(run.config)

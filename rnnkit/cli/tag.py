@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from rnnkit.cli.common import add_config_flags, add_load_flags, apply_threads, given_fields, resolve_config, stdin_lines
+from rnnkit.cli.common import add_config_flags, add_load_flags, apply_threads, stdin_lines, train_or_resume
 from rnnkit.data.conll import is_conllu, read_columns, read_conllu, read_plain, write_conll, write_conllu
 from rnnkit.data.files import read_lines
 from rnnkit.errors import ConfigError, DataError
@@ -60,14 +60,7 @@ def register(tasks: argparse._SubParsersAction) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    progress = not args.no_progress
-    if args.resume:
-        if args.config:
-            raise ConfigError("field 'config': --resume takes its config from the run folder")
-        run = tag.resume(args.resume, progress=progress, **given_fields(args, tag.TagConfig))
-    else:
-        cfg = resolve_config(tag.TagConfig, args, tag.DEFAULTS)
-        run = tag.train(cfg, overwrite=args.overwrite, progress=progress)
+    run = train_or_resume(tag, tag.TagConfig, args)
     if not is_main_process():  # under torchrun only rank 0 reports
         return 0
     if run.config.valid is not None or run.config.train is None:

@@ -13,6 +13,7 @@ from rnnkit.nn.cells import (
 from rnnkit.nn.crf import CRF, bio_constraints
 from rnnkit.nn.dropout import LockedDropout, locked_dropout, weight_drop
 from rnnkit.nn.layers import GRU, LSTM, RNN
+from rnnkit.nn.losses import linear_cross_entropy
 from rnnkit.nn.recurrent import Recurrent
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "ScaledDotAttention",
     "bio_constraints",
     "length_mask",
+    "linear_cross_entropy",
     "locked_dropout",
     "weight_drop",
 ]

@@ -272,6 +272,10 @@ class TagTask:
     Under torchrun, rank r of W takes sentences ``r, r + W, ...`` of every batch (``batch_size`` must
     divide by W; a last batch with fewer than W sentences is skipped by all ranks) and its share of
     the validation sentences; :meth:`summarize` combines the ranks' sums.
+
+    The 'best' checkpoint (and early stopping) follows validation accuracy, or span F1 for BIO/BIOES tag
+    sets: what a tagger is judged on. The valid loss turns up early (over-confident probabilities) while
+    accuracy still improves (UD EWT: lowest dev loss at step 2000 with 93.9%, 94.3% at step 5000).
     """
 
     name = TASK
@@ -285,6 +289,8 @@ class TagTask:
         self.valid, self.valid_gold = valid, valid_gold
         self.has_valid = valid is not None
         self.unk_id = vocabs.words.unk_id
+        spans = detect_scheme(vocabs.tags.itos) is not None
+        self.selects_on = ("f1", "max") if spans else ("accuracy", "max")
 
     def _batches(self, epoch: int) -> list[list[int]]:
         batches = length_batches(self.lengths, self.cfg.batch_size, shuffle=True, seed=self.cfg.seed,

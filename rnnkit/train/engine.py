@@ -74,6 +74,9 @@ class Task(Protocol):
     def summarize(self, stats: dict[str, float]) -> dict[str, float]:
         """Metrics from statistics summed over ranks; must include ``loss`` (mean per token)."""
 
+    # Optional: ``selects_on = (metric, "min" | "max")``, the validation metric that picks the 'best'
+    # checkpoint and drives early stopping and the plateau schedule; without it, ("loss", "min").
+
 
 @dataclass
 class TrainState:
@@ -82,9 +85,10 @@ class TrainState:
     step: int = 0  # optimiser steps taken in total
     epoch: int = 0  # current epoch, 0-based
     batch_in_epoch: int = 0  # batches of the current epoch already consumed
-    best_loss: float = math.inf  # best scheduled valid loss (early stopping and plateau schedule)
+    # scores: the task's selection metric (Task.selects_on), negated where higher is better; lower is better
+    best_score: float = math.inf  # best scheduled evaluation (early stopping and plateau schedule)
     bad_evals: int = 0  # scheduled evaluations since the best one
-    best_saved_loss: float = math.inf  # valid loss of the checkpoint saved as 'best'
+    best_saved_score: float = math.inf  # score of the checkpoint saved as 'best'
     elapsed_s: float = 0.0  # training wall time over all invocations
     carry: Any = field(default=None, repr=False)
 
@@ -227,8 +231,8 @@ class Trainer:
             "eval_loss": eval_loss,
             "world_size": self.dist.world_size,
             "state": {"step": s.step, "epoch": s.epoch, "batch_in_epoch": s.batch_in_epoch,
-                      "best_loss": s.best_loss, "bad_evals": s.bad_evals,
-                      "best_saved_loss": s.best_saved_loss, "elapsed_s": s.elapsed_s},
+                      "best_score": s.best_score, "bad_evals": s.bad_evals,
+                      "best_saved_score": s.best_saved_score, "elapsed_s": s.elapsed_s},
             "schedule_scale": self.schedule.scale,
             "optimizer": opt_meta,
             "scaler": self.scaler.state_dict(),
@@ -249,8 +253,8 @@ class Trainer:
             ck.optimizer_from_flat(self.optimizer, ckpt.group("optim"), ckpt.meta["optimizer"])
             st = ckpt.meta["state"]
             self.state = TrainState(step=st["step"], epoch=st["epoch"], batch_in_epoch=st["batch_in_epoch"],
-                                    best_loss=st["best_loss"], bad_evals=st["bad_evals"],
-                                    best_saved_loss=st["best_saved_loss"], elapsed_s=st["elapsed_s"])
+                                    best_score=st["best_score"], bad_evals=st["bad_evals"],
+                                    best_saved_score=st["best_saved_score"], elapsed_s=st["elapsed_s"])
             carry = ck.carry_from_flat(ckpt.group("carry"), ckpt.meta["carry"], self.device)
             if self.dist.enabled and carry is not None:
                 rows = None
@@ -299,22 +303,27 @@ class Trainer:
     def _autocast(self) -> Any:
         return torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None)
 
+    def score(self, metrics: dict[str, float]) -> float:
+        """The task's selection metric (``Task.selects_on``, default the loss) as a lower-is-better number."""
+        name, mode = getattr(self.task, "selects_on", ("loss", "min"))
+        return metrics[name] if mode == "min" else -metrics[name]
+
     def scheduled_evaluation(self) -> bool:
         """Evaluate, update schedule, early stopping and the best checkpoint; True when patience ran out."""
         s = self.state
         metrics = self.evaluate()
-        loss = metrics["loss"]
-        improved = loss < s.best_loss
+        score = self.score(metrics)
+        improved = score < s.best_score
         if improved:
-            s.best_loss, s.bad_evals = loss, 0
+            s.best_score, s.bad_evals = score, 0
         else:
             s.bad_evals += 1
         self.schedule.on_evaluation(improved)
         self.log({"step": s.step, "epoch": s.epoch, "split": "valid", **metrics,
                   "lr": self.schedule.lr_at(s.step, s.epoch), "elapsed_s": round(s.elapsed_s, 3)})
-        if loss < s.best_saved_loss:
-            s.best_saved_loss = loss
-            self.save("best", eval_loss=loss)
+        if score < s.best_saved_score:
+            s.best_saved_score = score
+            self.save("best", eval_loss=metrics["loss"])
         self.save("last")
         self._last_eval_step = s.step
         return self.cfg.patience > 0 and s.bad_evals >= self.cfg.patience
@@ -325,8 +334,9 @@ class Trainer:
         metrics = self.evaluate()
         self.log({"step": s.step, "epoch": s.epoch, "split": "valid", **metrics, "final": True,
                   "elapsed_s": round(s.elapsed_s, 3)})
-        if metrics["loss"] < s.best_saved_loss:
-            s.best_saved_loss = metrics["loss"]
+        score = self.score(metrics)
+        if score < s.best_saved_score:
+            s.best_saved_score = score
             self.save("best", eval_loss=metrics["loss"])
 
     # --- the loop ----------------------------------------------------------------------------------
