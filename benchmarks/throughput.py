@@ -9,6 +9,9 @@ Sides, all in ONE process with the same data and the same number of steps per wi
   the same settings (dropout 0, Adam lr 1e-3, clip 5, log_every 50 into a temporary run folder). The only
   change: checkpoint writes are switched off (``Trainer.save`` is a no-op here) because ``fit`` writes one at
   its end and each window is one ``fit`` call; what checkpoints cost is in ``lm_process.py``.
+* ``rnnkit-unblocked`` (CPU, vocabularies of ``BLOCKED_LOSS_MIN_VOCAB`` and up; ``--skip-unblocked`` drops it):
+  the same, with the output layer's loss computed unblocked (log-softmax over the whole ``(B*T, V)`` logits),
+  i.e. rnnkit before ``rnnkit.nn.linear_cross_entropy``: the "before" of issue 6's roofline item.
 * ``keras``: Keras 3 on its torch backend (stateful LSTMs, ``train_on_batch``), only where keras is installed.
 
 Configurations (2-layer LSTMs, random tokens): ``keras-tutorial`` V=10k E=64 H=128 B=32 T=35;
@@ -37,12 +40,14 @@ full softmax's training tokens/s.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import importlib.util
 import os
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -153,7 +158,7 @@ class Rnnkit:
     """rnnkit's LanguageModel trained by the engine's ``Trainer.fit`` over ``LMTask`` windows."""
 
     def __init__(self, spec: Spec, ids: torch.Tensor, device: torch.device, run_dir: str, precision: str = "fp32",
-                 softmax: str = "full", cutoffs: tuple[int, ...] = ()) -> None:
+                 softmax: str = "full", cutoffs: tuple[int, ...] = (), blocked: bool = True) -> None:
         from rnnkit.models.lm import LanguageModel
         from rnnkit.tasks import lm
         from rnnkit.train.engine import Trainer
@@ -164,6 +169,7 @@ class Rnnkit:
                 pass
 
         self.name = "rnnkit" if softmax == "full" else "rnnkit-adaptive"
+        self.blocked = blocked
         fields: dict[str, Any] = dict(
             out=run_dir, level="word", layers=spec.layers, hidden=spec.hidden, emb=spec.emb, dropout=0.0,
             batch_size=spec.batch, bptt=spec.bptt, optimizer="adam", lr=1e-3, clip=5.0, epochs=10**6,
@@ -181,13 +187,28 @@ class Rnnkit:
 
     def train(self, steps: int) -> None:
         self.trainer.cfg = dataclasses.replace(self.cfg, max_steps=self.trainer.state.step + steps)
-        self.trainer.fit()
+        with self._output_layer():
+            self.trainer.fit()
         if self.trainer.stop_reason != "max_steps":
             raise RuntimeError(f"rnnkit training stopped early: {self.trainer.stop_reason}")
 
     def infer(self, steps: int) -> None:
         n = self.spec.batch * self.spec.bptt * steps + 1  # exactly `steps` windows of (B, T)
-        self.lm.evaluate_ids(self.model, self.eval_ids[:n], self.spec.bptt, self.device, self.spec.batch)
+        with self._output_layer():
+            self.lm.evaluate_ids(self.model, self.eval_ids[:n], self.spec.bptt, self.device, self.spec.batch)
+
+    @contextlib.contextmanager
+    def _output_layer(self) -> Iterator[None]:
+        """For ``rnnkit-unblocked``: the unblocked loss for the duration of one window."""
+        from rnnkit.models import lm as lm_model
+
+        saved = lm_model.BLOCKED_LOSS_MIN_VOCAB
+        if not self.blocked:
+            lm_model.BLOCKED_LOSS_MIN_VOCAB = sys.maxsize
+        try:
+            yield
+        finally:
+            lm_model.BLOCKED_LOSS_MIN_VOCAB = saved
 
 
 # --- Keras 3 on torch (optional) ---------------------------------------------------------------------------
@@ -267,6 +288,8 @@ def make_sides(names: list[str], spec: Spec, ids: torch.Tensor, device: torch.de
             sides[name] = Reference(spec, data, device, args.precision)
         elif name == "rnnkit":
             sides[name] = Rnnkit(spec, ids, device, os.path.join(run_dir, name), args.precision)
+        elif name == "rnnkit-unblocked":
+            sides[name] = Rnnkit(spec, ids, device, os.path.join(run_dir, name), args.precision, blocked=False)
         elif name == "rnnkit-adaptive":
             sides[name] = Rnnkit(spec, ids, device, os.path.join(run_dir, name), args.precision,
                                  softmax="adaptive", cutoffs=args.cutoffs)
@@ -331,6 +354,10 @@ def run_config(config: str, sides: list[str], args: argparse.Namespace, device: 
                peak: dict[str, Any]) -> list[dict[str, Any]]:
     """Every mode of one configuration: one result per (mode, side)."""
     spec, ids = load_spec(config, args)
+    from rnnkit.models.lm import BLOCKED_LOSS_MIN_VOCAB
+
+    if args.skip_unblocked or device.type != "cpu" or spec.vocab < BLOCKED_LOSS_MIN_VOCAB:
+        sides = [s for s in sides if s != "rnnkit-unblocked"]
     flops = flops_per_token(spec)
     memory = {side: child_peak_rss(config, side, args) for side in sides} if args.memory else {}
     results = []
@@ -382,6 +409,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--memory", action=argparse.BooleanOptionalAction, default=True,
                    help="measure peak resident memory of training in child processes (default on)")
     p.add_argument("--memory-steps", type=int, default=10, help="training steps in each memory child (default 10)")
+    p.add_argument("--skip-unblocked", action="store_true",
+                   help="leave out the rnnkit-unblocked side (rnnkit before the blocked output-layer loss)")
     p.add_argument("--keras", action=argparse.BooleanOptionalAction, default=True,
                    help="include Keras 3 (torch backend) where installed (default on)")
     p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
@@ -409,7 +438,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return {}
     device = common.setup(args.threads, args.device)
     info = common.machine_info(device, args.threads)
-    sides = ["reference", "rnnkit-adaptive", "rnnkit"] if args.adaptive else ["reference", "rnnkit"]
+    if args.adaptive:
+        sides = ["reference", "rnnkit-adaptive", "rnnkit"]
+    else:
+        sides = ["reference", "rnnkit", "rnnkit-unblocked"]  # the last only where the vocabulary is large
     keras_note = keras_available() if args.keras and not args.adaptive else "not asked for"
     if keras_note is None and device.type == "cpu":
         sides.append("keras")
