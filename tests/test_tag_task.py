@@ -215,6 +215,22 @@ def test_training_batches_are_a_function_of_seed_and_epoch(pos_files):
     assert sum(int(b.lengths.sum()) for b in task.train_batches(0, 0)) == sum(len(e.words) for e in examples)
 
 
+@pytest.mark.parametrize("kind", ["pos", "ner"])
+def test_best_checkpoint_has_the_highest_validation_accuracy_or_f1(tmp_path, pos_files, ner_files, kind):
+    train, valid = pos_files if kind == "pos" else ner_files
+    run = tag.train(out=str(tmp_path / "r"), train=str(train), valid=str(valid), max_steps=40, progress=False,
+                    **small(eval_every=5, lr=0.003))
+    metric = "accuracy" if kind == "pos" else "f1"
+    records = [r for r in map(json.loads, (run.path / "metrics.jsonl").read_text().splitlines())
+               if r["split"] == "valid"]
+    best = max(r[metric] for r in records)
+    first_best = next(r for r in records if r[metric] == best)  # only a strictly better score replaces it
+    meta = ck.load_checkpoint(run.path / "best.safetensors", task="tag").meta
+    assert meta["state"]["step"] == first_best["step"]
+    assert meta["state"]["best_saved_score"] == -best
+    assert meta["eval_loss"] == first_best["loss"]
+
+
 @pytest.mark.parametrize("crf", [False, True], ids=["softmax", "crf"])
 def test_both_heads_learn_bio_spans(tmp_path, ner_files, crf, capsys):
     train, valid = ner_files
