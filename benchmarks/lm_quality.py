@@ -5,14 +5,15 @@ chosen on the validation split; the test split is scored once, at the end):
 
 * ``char``: Tiny Shakespeare (the bundled copy: first 90% train, last 10% valid), ``--minutes`` (10) of
   training. Target (issue 3): valid loss <= 1.55 nats/char. Settings: 2x512 LSTM, emb 128, dropout 0.2, batch
-  64, BPTT 128, Adam 4e-3 with 100 warm-up steps and a cosine decay to 0 over the steps that fit the time
+  32, BPTT 128, Adam 2e-3 with 100 warm-up steps and a cosine decay to 0 over the steps that fit the time
   budget (planned from a short throughput probe, which is not counted; the budget still stops training).
-  Why: on 2 cores a 2x512 LSTM trains at about 10k chars/s at batch 64 but only ~4.3k at batch 32 (the
-  recurrent GEMMs are too thin), so batch 64 sees ~6 epochs of the 1M training chars in 10 minutes; a bigger
-  model (3x512, 2x768) sees too few. Chosen on the valid split with step-matched runs on a GPU (the same
-  number of steps as 10 CPU minutes allow, 2026-11-27): batch 32 / lr 2e-3 / 588 steps 1.70 (the first CPU
-  run: 1.715); batch 64 at 700 steps: lr 2e-3 1.58, lr 4e-3 1.47, lr 3e-3 with dropout 0.1 1.51, dropout 0
-  1.58; batch 128 x BPTT 64, lr 3e-3, 800 steps 1.48; 3x512 (440 steps) 1.92; 2x768 (360 steps) 1.80.
+  Measured 2026-11-27 on this project's 2-core machine: valid 1.715 after 588 steps (2.4M chars, 2.3 epochs).
+  Why not more: this machine trains a 2x512 char LSTM at only 4.1-4.9k chars/s, plain PyTorch included (the
+  ``char-2x512`` row of ``throughput.py``: reference 4.7k, rnnkit 5.0k at batch 64), so 10 minutes hold about
+  2.5 epochs. Step-matched runs on a GPU (the same number of steps, valid split) ranked the alternatives: at
+  588 steps batch 32 / lr 2e-3 gives 1.70 (the CPU: 1.715); at 700 steps of batch 64, lr 4e-3 gives 1.47 and
+  lr 2e-3 1.58 -- but 700 steps of batch 64 are 5.7M chars, ~20 CPU minutes here, and in 10 minutes batch 64
+  gets only ~265 steps. 3x512 (440 steps) 1.92 and 2x768 (360 steps) 1.80 were worse.
 * ``zaremba``: PTB word level, Zaremba et al. 2014 "small": 2x200 LSTM, BPTT 20, batch 20, SGD, clip, 13
   epochs, lr decay 0.5 per epoch after epoch 4, no dropout. Anchor: test perplexity 114.5. Their loss is
   the per-step batch mean SUMMED over the 20 time steps (lr 1, clip 5 on that gradient); rnnkit optimises
@@ -65,8 +66,8 @@ from rnnkit.tasks import lm  # noqa: E402
 PARTS = ("char", "zaremba", "best", "adaptive")
 TARGETS = {"char": 1.55, "zaremba": 114.5, "best": 100.0, "adaptive": 1.03}
 
-CHAR = dict(level="char", model="lstm", layers=2, hidden=512, emb=128, dropout=0.2, batch_size=64, bptt=128,
-            optimizer="adam", lr=4e-3, scheduler="cosine", warmup_steps=100, clip=5.0, patience=0)
+CHAR = dict(level="char", model="lstm", layers=2, hidden=512, emb=128, dropout=0.2, batch_size=32, bptt=128,
+            optimizer="adam", lr=2e-3, scheduler="cosine", warmup_steps=100, clip=5.0, patience=0)
 ZAREMBA = dict(level="word", model="lstm", layers=2, hidden=200, emb=200, dropout=0.0, batch_size=20, bptt=20,
                optimizer="sgd", lr=20.0, clip=0.25, scheduler="step", lr_decay=0.5, decay_start=4, epochs=13,
                patience=0, eval_every=0, time_budget=None)
