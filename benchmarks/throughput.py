@@ -158,7 +158,8 @@ class Rnnkit:
     """rnnkit's LanguageModel trained by the engine's ``Trainer.fit`` over ``LMTask`` windows."""
 
     def __init__(self, spec: Spec, ids: torch.Tensor, device: torch.device, run_dir: str, precision: str = "fp32",
-                 softmax: str = "full", cutoffs: tuple[int, ...] = (), blocked: bool = True) -> None:
+                 softmax: str = "full", cutoffs: tuple[int, ...] = (), blocked: bool = True,
+                 log_every: int = 50) -> None:
         from rnnkit.models.lm import LanguageModel
         from rnnkit.tasks import lm
         from rnnkit.train.engine import Trainer
@@ -169,11 +170,12 @@ class Rnnkit:
                 pass
 
         self.name = "rnnkit" if softmax == "full" else "rnnkit-adaptive"
+        Path(run_dir).mkdir(parents=True, exist_ok=True)  # metrics.jsonl goes there (lm.train would create it)
         self.blocked = blocked
         fields: dict[str, Any] = dict(
             out=run_dir, level="word", layers=spec.layers, hidden=spec.hidden, emb=spec.emb, dropout=0.0,
             batch_size=spec.batch, bptt=spec.bptt, optimizer="adam", lr=1e-3, clip=5.0, epochs=10**6,
-            time_budget=None, eval_every=0, log_every=50, seed=0, device=str(device), softmax=softmax,
+            time_budget=None, eval_every=0, log_every=log_every, seed=0, device=str(device), softmax=softmax,
             cutoffs=cutoffs)
         if precision != "fp32":
             fields["precision"] = precision  # a ConfigError names the field if the product lacks it
@@ -282,17 +284,19 @@ def make_sides(names: list[str], spec: Spec, ids: torch.Tensor, device: torch.de
 
     data = batchify(ids, spec.batch)  # (B, n): the layout both loops read
     sides = {}
+    log = {"log_every": 1 if getattr(args, "quick", False) else 50}  # --quick exercises the logging too
     for name in names:
         torch.manual_seed(0)
         if name == "reference":
             sides[name] = Reference(spec, data, device, args.precision)
         elif name == "rnnkit":
-            sides[name] = Rnnkit(spec, ids, device, os.path.join(run_dir, name), args.precision)
+            sides[name] = Rnnkit(spec, ids, device, os.path.join(run_dir, name), args.precision, **log)
         elif name == "rnnkit-unblocked":
-            sides[name] = Rnnkit(spec, ids, device, os.path.join(run_dir, name), args.precision, blocked=False)
+            sides[name] = Rnnkit(spec, ids, device, os.path.join(run_dir, name), args.precision, blocked=False,
+                                 **log)
         elif name == "rnnkit-adaptive":
             sides[name] = Rnnkit(spec, ids, device, os.path.join(run_dir, name), args.precision,
-                                 softmax="adaptive", cutoffs=args.cutoffs)
+                                 softmax="adaptive", cutoffs=args.cutoffs, **log)
         elif name == "keras":
             sides[name] = Keras(spec, data, device)
         else:
