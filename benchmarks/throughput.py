@@ -9,8 +9,8 @@ Sides, all in ONE process with the same data and the same number of steps per wi
   the same settings (dropout 0, Adam lr 1e-3, clip 5, log_every 50 into a temporary run folder). The only
   change: checkpoint writes are switched off (``Trainer.save`` is a no-op here) because ``fit`` writes one at
   its end and each window is one ``fit`` call; what checkpoints cost is in ``lm_process.py``.
-* ``rnnkit-unblocked`` (CPU, vocabularies of ``BLOCKED_LOSS_MIN_VOCAB`` and up; ``--skip-unblocked`` drops it):
-  the same, with the output layer's loss computed unblocked (log-softmax over the whole ``(B*T, V)`` logits),
+* ``rnnkit-unfused`` (CPU, vocabularies of ``FUSED_LOSS_MIN_VOCAB`` and up; ``--skip-unfused`` drops it):
+  the same, with the output layer's loss computed unfused (log-softmax over the whole ``(B*T, V)`` logits),
   i.e. rnnkit before ``rnnkit.nn.linear_cross_entropy``: the "before" of issue 6's roofline item.
 * ``keras``: Keras 3 on its torch backend (stateful LSTMs, ``train_on_batch``), only where keras is installed.
 
@@ -158,7 +158,7 @@ class Rnnkit:
     """rnnkit's LanguageModel trained by the engine's ``Trainer.fit`` over ``LMTask`` windows."""
 
     def __init__(self, spec: Spec, ids: torch.Tensor, device: torch.device, run_dir: str, precision: str = "fp32",
-                 softmax: str = "full", cutoffs: tuple[int, ...] = (), blocked: bool = True,
+                 softmax: str = "full", cutoffs: tuple[int, ...] = (), fused: bool = True,
                  log_every: int = 50) -> None:
         from rnnkit.models.lm import LanguageModel
         from rnnkit.tasks import lm
@@ -171,7 +171,7 @@ class Rnnkit:
 
         self.name = "rnnkit" if softmax == "full" else "rnnkit-adaptive"
         Path(run_dir).mkdir(parents=True, exist_ok=True)  # metrics.jsonl goes there (lm.train would create it)
-        self.blocked = blocked
+        self.fused = fused
         fields: dict[str, Any] = dict(
             out=run_dir, level="word", layers=spec.layers, hidden=spec.hidden, emb=spec.emb, dropout=0.0,
             batch_size=spec.batch, bptt=spec.bptt, optimizer="adam", lr=1e-3, clip=5.0, epochs=10**6,
@@ -201,16 +201,16 @@ class Rnnkit:
 
     @contextlib.contextmanager
     def _output_layer(self) -> Iterator[None]:
-        """For ``rnnkit-unblocked``: the unblocked loss for the duration of one window."""
+        """For ``rnnkit-unfused``: the unfused loss for the duration of one window."""
         from rnnkit.models import lm as lm_model
 
-        saved = lm_model.BLOCKED_LOSS_MIN_VOCAB
-        if not self.blocked:
-            lm_model.BLOCKED_LOSS_MIN_VOCAB = sys.maxsize
+        saved = lm_model.FUSED_LOSS_MIN_VOCAB
+        if not self.fused:
+            lm_model.FUSED_LOSS_MIN_VOCAB = sys.maxsize
         try:
             yield
         finally:
-            lm_model.BLOCKED_LOSS_MIN_VOCAB = saved
+            lm_model.FUSED_LOSS_MIN_VOCAB = saved
 
 
 # --- Keras 3 on torch (optional) ---------------------------------------------------------------------------
@@ -291,8 +291,8 @@ def make_sides(names: list[str], spec: Spec, ids: torch.Tensor, device: torch.de
             sides[name] = Reference(spec, data, device, args.precision)
         elif name == "rnnkit":
             sides[name] = Rnnkit(spec, ids, device, os.path.join(run_dir, name), args.precision, **log)
-        elif name == "rnnkit-unblocked":
-            sides[name] = Rnnkit(spec, ids, device, os.path.join(run_dir, name), args.precision, blocked=False,
+        elif name == "rnnkit-unfused":
+            sides[name] = Rnnkit(spec, ids, device, os.path.join(run_dir, name), args.precision, fused=False,
                                  **log)
         elif name == "rnnkit-adaptive":
             sides[name] = Rnnkit(spec, ids, device, os.path.join(run_dir, name), args.precision,
@@ -358,10 +358,10 @@ def run_config(config: str, sides: list[str], args: argparse.Namespace, device: 
                peak: dict[str, Any]) -> list[dict[str, Any]]:
     """Every mode of one configuration: one result per (mode, side)."""
     spec, ids = load_spec(config, args)
-    from rnnkit.models.lm import BLOCKED_LOSS_MIN_VOCAB
+    from rnnkit.models.lm import FUSED_LOSS_MIN_VOCAB
 
-    if args.skip_unblocked or device.type != "cpu" or spec.vocab < BLOCKED_LOSS_MIN_VOCAB:
-        sides = [s for s in sides if s != "rnnkit-unblocked"]
+    if args.skip_unfused or device.type != "cpu" or spec.vocab < FUSED_LOSS_MIN_VOCAB:
+        sides = [s for s in sides if s != "rnnkit-unfused"]
     flops = flops_per_token(spec)
     memory = {side: child_peak_rss(config, side, args) for side in sides} if args.memory else {}
     results = []
@@ -413,8 +413,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--memory", action=argparse.BooleanOptionalAction, default=True,
                    help="measure peak resident memory of training in child processes (default on)")
     p.add_argument("--memory-steps", type=int, default=10, help="training steps in each memory child (default 10)")
-    p.add_argument("--skip-unblocked", action="store_true",
-                   help="leave out the rnnkit-unblocked side (rnnkit before the blocked output-layer loss)")
+    p.add_argument("--skip-unfused", action="store_true",
+                   help="leave out the rnnkit-unfused side (rnnkit before the fused output-layer loss)")
     p.add_argument("--keras", action=argparse.BooleanOptionalAction, default=True,
                    help="include Keras 3 (torch backend) where installed (default on)")
     p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
@@ -445,7 +445,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.adaptive:
         sides = ["reference", "rnnkit-adaptive", "rnnkit"]
     else:
-        sides = ["reference", "rnnkit", "rnnkit-unblocked"]  # the last only where the vocabulary is large
+        sides = ["reference", "rnnkit", "rnnkit-unfused"]  # the last only where the vocabulary is large
     keras_note = keras_available() if args.keras and not args.adaptive else "not asked for"
     if keras_note is None and device.type == "cpu":
         sides.append("keras")
