@@ -169,7 +169,6 @@ class Rnnkit:
                 # checkpoints: see lm_process.py
                 pass
 
-        self.name = "rnnkit" if softmax == "full" else "rnnkit-adaptive"
         Path(run_dir).mkdir(parents=True, exist_ok=True)  # metrics.jsonl goes there (lm.train would create it)
         self.fused = fused
         fields: dict[str, Any] = dict(

@@ -289,8 +289,8 @@ class TagTask:
         self.valid, self.valid_gold = valid, valid_gold
         self.has_valid = valid is not None
         self.unk_id = vocabs.words.unk_id
-        spans = detect_scheme(vocabs.tags.itos) is not None
-        self.selects_on = ("f1", "max") if spans else ("accuracy", "max")
+        self.scheme = detect_scheme(vocabs.tags.itos)  # BIO / BIOES, or None: no spans
+        self.selects_on = ("accuracy", "max") if self.scheme is None else ("f1", "max")
 
     def _batches(self, epoch: int) -> list[list[int]]:
         batches = length_batches(self.lengths, self.cfg.batch_size, shuffle=True, seed=self.cfg.seed,
@@ -326,7 +326,7 @@ class TagTask:
                                                            self.device, with_loss=True)
         gold = [self.valid_gold[i] for i in mine]
         pred = [self.vocabs.tags.decode(p) for p in pred_ids]
-        spans = span_scores(gold, pred, detect_scheme(self.vocabs.tags.itos) or "token")
+        spans = span_scores(gold, pred, self.scheme or "token")
         right = sum(a == b for g, p in zip(gold, pred) for a, b in zip(g, p))
         stats.update(loss_sum=loss_sum, loss_tokens=loss_tokens, tokens=sum(len(g) for g in gold),
                      correct_tokens=right, correct=spans["correct"], predicted=spans["predicted"], gold=spans["gold"])
@@ -336,7 +336,7 @@ class TagTask:
         """Validation metrics from summed statistics: loss per token, accuracy, span P/R/F1 (BIO/BIOES)."""
         out = {"loss": stats["loss_sum"] / max(1.0, stats["loss_tokens"]),
                "accuracy": stats["correct_tokens"] / max(1.0, stats["tokens"])}
-        if detect_scheme(self.vocabs.tags.itos) is not None:
+        if self.scheme is not None:
             p = stats["correct"] / stats["predicted"] if stats["predicted"] else 0.0
             r = stats["correct"] / stats["gold"] if stats["gold"] else 0.0
             out.update(precision=p, recall=r, f1=2 * p * r / (p + r) if p + r else 0.0)
