@@ -66,6 +66,27 @@ def test_tied_weight_gets_both_gradients():
     torch.testing.assert_close(_grads(got, (w,))[0], _grads(ref, (w,))[0])
 
 
+def test_workspace_reuse_across_shapes_and_dtypes():
+    """Calls of other sizes and dtypes in between (the shared workspace grows and is re-typed) stay exact."""
+    f32, f64 = torch.float32, torch.float64
+    for n, v, dtype in [(23, 11, f64), (40, 31, f32), (5, 3, f64), (23, 11, f32)]:
+        x, w, b, y = _inputs(n=n, v=v)
+        x, w, b = (t.detach().to(dtype).requires_grad_() for t in (x, w, b))
+        got = linear_cross_entropy(x, w, b, y)
+        ref = F.cross_entropy(F.linear(x, w, b), y, reduction="sum")
+        torch.testing.assert_close(got, ref)
+        for g_got, g_ref in zip(_grads(got, (x, w, b)), _grads(ref, (x, w, b))):
+            torch.testing.assert_close(g_got, g_ref)
+
+
+def test_second_backward_raises_instead_of_double_scaling():
+    x, w, b, y = _inputs()
+    loss = 3.0 * linear_cross_entropy(x, w, b, y)
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="inplace"):
+        loss.backward()
+
+
 def test_shape_error():
     x, w, b, y = _inputs()
     with pytest.raises(ValueError, match="expected"):

@@ -96,6 +96,8 @@ def test_word_literal_pad_is_not_padding():
     ids = tok.encode("a <pad> b <eos>")
     v = tok.vocab
     assert ids == [v.stoi["a"], v.unk_id, v.stoi["b"], v.eos_id]
+    # the whole-corpus stream: the same per line, then <eos> at each line end
+    assert tok.encode_stream("a <pad> b <eos>\n<pad>\n") == ids + [v.eos_id, v.unk_id, v.eos_id]
 
 
 def test_word_min_count_max_size_and_unk():

@@ -103,12 +103,12 @@ class Tokenizer:
 
     def encode_stream(self, text: str) -> list[int]:
         """Ids of a whole corpus for language modelling: each line's ids, then ``<eos>``."""
-        eos = self._require_eos()
-        out: list[int] = []
-        for line in _lines(text):
-            out.extend(self.encode(line))
-            out.append(eos)
-        return out
+        eos = self.vocab.itos[self._require_eos()]
+        symbols: list[str] = []
+        for line in _lines(text):  # one vocabulary lookup over the whole corpus, not one per line
+            symbols.extend(self.tokenize(line))
+            symbols.append(eos)
+        return self._fix_ids(self.vocab.encode(symbols))
 
     def decode_stream(self, ids: Iterable[int]) -> str:
         """Inverse of :meth:`encode_stream`: ``<eos>`` becomes a newline; pad/bos are skipped."""

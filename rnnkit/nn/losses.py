@@ -3,15 +3,21 @@
 :func:`linear_cross_entropy` is ``F.cross_entropy(F.linear(x, weight, bias), target, reduction="sum")``
 with the gradient computed in the forward pass. On a CPU a word-level LM spends as much time moving its
 ``(N, V)`` logits through memory (log-softmax output, its backward, the dense gradient of the NLL) as it does
-in the output GEMMs; here the forward pass turns the logits, in place, into the loss *and* their gradient
-(``softmax - one_hot``) and contracts that with ``x`` and ``weight`` at once, so the logits are written
-once and read twice instead of about six passes, and nothing of size ``(N, V)`` outlives the forward call.
-Rows are taken in blocks only to bound that temporary (:data:`MAX_BLOCK_ELEMENTS`): smaller, cache-sized
+in the output GEMMs. Here the GEMM writes the logits into a workspace kept from call to call (a fresh
+``(N, V)`` buffer each step costs page faults: glibc returns large blocks to the system when they are freed),
+they are turned in place into ``e = exp(logits - max)``, and the softmax's ``1 / sum(e)`` and the one-hot
+target are folded into the small ``(N, H)`` operands of the two gradient GEMMs, so the ``(N, V)`` block
+is written once, updated twice and read three times (max, sum, and the GEMMs) instead of about six passes.
+Rows are taken in blocks only to bound the workspace (:data:`MAX_BLOCK_ELEMENTS`): smaller, cache-sized
 blocks were measured slower on the 2-core machine (each block re-reads and re-writes the whole ``(V, H)``
 weight gradient). Same loss and gradients as the unfused form, to float rounding (tests/test_losses.py).
+The gradients are scaled in place in the backward pass, so the graph can be run backward only once
+(a second ``backward(retain_graph=True)`` pass raises autograd's in-place error rather than being wrong).
 """
 
 from __future__ import annotations
+
+import threading
 
 import torch
 import torch.nn.functional as F
@@ -19,7 +25,7 @@ from torch import Tensor
 
 __all__ = ["linear_cross_entropy"]
 
-#: At most this many logits (rows x vocabulary) at a time: 2^26 floats = 256 MiB.
+#: At most this many logits (rows x vocabulary) at a time: 2^26 floats = 256 MiB, the workspace's largest size.
 MAX_BLOCK_ELEMENTS = 1 << 26
 
 
@@ -48,6 +54,18 @@ def linear_cross_entropy(x: Tensor, weight: Tensor, bias: Tensor | None, target:
     return _LinearCrossEntropy.apply(x, weight, bias, target, ignore_index, rows)
 
 
+_local = threading.local()
+
+
+def _workspace(rows: int, cols: int, like: Tensor) -> Tensor:
+    """A ``(rows, cols)`` scratch tensor of ``like``'s dtype and device, reused by later calls in this thread."""
+    buf = getattr(_local, "buf", None)
+    n = rows * cols
+    if buf is None or buf.numel() < n or buf.dtype != like.dtype or buf.device != like.device:
+        buf = _local.buf = torch.empty(n, dtype=like.dtype, device=like.device)
+    return buf[:n].view(rows, cols)
+
+
 class _LinearCrossEntropy(torch.autograd.Function):
     """Forward computes the loss and the gradients; backward scales them by the incoming gradient."""
 
@@ -61,26 +79,36 @@ class _LinearCrossEntropy(torch.autograd.Function):
         total = x.new_zeros(())
         for i in range(0, x.size(0), rows):
             xs, ys = x[i:i + rows], target[i:i + rows]
-            logits = F.linear(xs, weight, bias)  # (r, V)
-            lse = torch.logsumexp(logits, dim=1)  # (r,)
             counted = ys != ignore_index
-            safe = torch.where(counted, ys, 0).unsqueeze(1)  # (r, 1)
-            total += ((lse - logits.gather(1, safe).squeeze(1)) * counted).sum()
-            # d loss / d logits = softmax - one_hot, zero on rows that do not count; in place over the logits
-            grad = logits.sub_(lse.unsqueeze(1)).exp_()
-            grad.scatter_add_(1, safe, torch.full_like(safe, -1, dtype=grad.dtype))
-            if not bool(counted.all()):
-                grad.mul_(counted.unsqueeze(1))
-            if grad_x is not None:
-                torch.mm(grad, weight, out=grad_x[i:i + rows])
-            if grad_w is not None:
-                grad_w.addmm_(grad.t(), xs)
+            safe = torch.where(counted, ys, 0)  # (r,)
+            logits = _workspace(xs.size(0), weight.size(0), x)  # (r, V), reused from call to call
+            if bias is None:
+                torch.mm(xs, weight.t(), out=logits)
+            else:
+                torch.addmm(bias, xs, weight.t(), out=logits)
+            picked = logits.gather(1, safe.unsqueeze(1)).squeeze(1)  # (r,) the targets' logits
+            # softmax = e / s with e = exp(logits - max), in place; the 1/s and the rows that do not count
+            # are folded into the small (r, H) operands of the GEMMs below instead of passes over (r, V)
+            top = logits.amax(dim=1, keepdim=True)
+            e = logits.sub_(top).exp_()
+            s = e.sum(dim=1)  # (r,)
+            lse = top.squeeze(1) + s.log()
+            total += ((lse - picked) * counted).sum()
+            scale = counted.to(x.dtype) / s  # (r,): d loss / d logits = scale * e - one_hot (counted rows)
+            one_hot = counted.to(x.dtype).unsqueeze(1)  # (r, 1)
+            if grad_x is not None:  # (e @ W) * scale - W[y]
+                gx = torch.mm(e, weight, out=grad_x[i:i + rows])
+                gx.mul_(scale.unsqueeze(1)).sub_(weight[safe] * one_hot)
+            if grad_w is not None:  # e^T (x * scale) - scatter of x into the targets' rows
+                grad_w.addmm_(e.t(), xs * scale.unsqueeze(1))
+                grad_w.index_add_(0, safe, xs * one_hot, alpha=-1)
             if grad_b is not None:
-                grad_b += grad.sum(0)
+                grad_b.addmv_(e.t(), scale)
+                grad_b.index_add_(0, safe, one_hot.squeeze(1), alpha=-1)
         ctx.save_for_backward(grad_x, grad_w, grad_b)
         return total
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
-        scaled = [None if g is None else g * grad_out for g in ctx.saved_tensors]
+        scaled = [None if g is None else g.mul_(grad_out) for g in ctx.saved_tensors]
         return (*scaled, None, None, None)
