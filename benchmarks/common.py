@@ -14,6 +14,8 @@ Typical use::
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -207,3 +209,29 @@ def print_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], title
 def print_json(obj: Mapping[str, Any]) -> None:
     """The script's one final JSON line (machine-readable; everything before it is for people)."""
     print(json.dumps(obj, sort_keys=False), flush=True)
+
+
+def parse_override(text: str) -> tuple[str, str]:
+    """``FIELD=VALUE`` of a ``--set`` option (dashes in FIELD become underscores)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected FIELD=VALUE, got {text!r}")
+    return key.strip().replace("-", "_"), value.strip()
+
+
+def typed_overrides(config_cls: type, pairs: Sequence[tuple[str, str]],
+                    parser: argparse.ArgumentParser) -> dict[str, Any]:
+    """``--set`` pairs checked and converted as the CLI converts flags (``"64"`` -> 64); a bad one is a usage error."""
+    from rnnkit.errors import ConfigError
+    from rnnkit.train.config import coerce
+
+    names = {f.name for f in dataclasses.fields(config_cls)}
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key not in names:
+            parser.error(f"--set: no field {key!r} in {config_cls.__name__}")
+        try:
+            out[key] = coerce(config_cls, key, value, "--set")
+        except ConfigError as e:
+            parser.error(str(e))
+    return out

@@ -226,13 +226,6 @@ def part_adaptive(args: argparse.Namespace, out: Path) -> dict[str, Any]:
 
 # --- main --------------------------------------------------------------------------------------------------
 
-def parse_override(text: str) -> tuple[str, str]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected FIELD=VALUE, got {text!r}")
-    return key.strip().replace("-", "_"), value.strip()
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -245,7 +238,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--steps", type=int, default=None, help="char/best: planned steps (the cosine length), "
                    "instead of probing the throughput")
     p.add_argument("--probe-steps", type=int, default=40, help="char/best: steps of the throughput probe (40)")
-    p.add_argument("--set", dest="overrides", action="append", type=parse_override, default=[],
+    p.add_argument("--set", dest="overrides", action="append", type=common.parse_override, default=[],
                    metavar="FIELD=VALUE", help="override an lm train field (repeatable)")
     p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
@@ -255,7 +248,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                    "a temporary folder with --quick)")
     p.add_argument("--quick", action="store_true", help="smoke run: tiny model, a few steps per part")
     args = p.parse_args(argv)
-    args.overrides = dict(args.overrides)
+    args.overrides = common.typed_overrides(lm.LMConfig, args.overrides, p)
     args.overrides.update(threads=args.threads, device=args.device, seed=args.overrides.get("seed", 1))
     if args.quick:
         args.minutes = args.best_minutes = 2 / 60

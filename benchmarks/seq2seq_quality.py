@@ -229,13 +229,6 @@ def part_tatoeba(args: argparse.Namespace, out: Path, tmp: Path) -> dict[str, An
 
 # --- main --------------------------------------------------------------------------------------------------
 
-def parse_override(text: str) -> tuple[str, str]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected FIELD=VALUE, got {text!r}")
-    return key.strip().replace("-", "_"), value.strip()
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -249,7 +242,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--beam", type=int, default=s2s.DEFAULT_BEAM, help=f"beam width (default {s2s.DEFAULT_BEAM})")
     p.add_argument("--length-penalties", type=float, nargs="+", default=[0.0, 0.6, 1.0],
                    help="candidate GNMT length penalties, chosen on the valid split (default 0 0.6 1.0)")
-    p.add_argument("--set", dest="overrides", action="append", type=parse_override, default=[],
+    p.add_argument("--set", dest="overrides", action="append", type=common.parse_override, default=[],
                    metavar="FIELD=VALUE", help="override a seq2seq train field (repeatable)")
     p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
@@ -259,7 +252,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                    "a temporary folder with --quick)")
     p.add_argument("--quick", action="store_true", help="smoke run: tiny model and data, a few steps per model")
     args = p.parse_args(argv)
-    args.overrides = dict(args.overrides)
+    args.overrides = common.typed_overrides(s2s.Seq2SeqTaskConfig, args.overrides, p)
     args.overrides.update(threads=args.threads, device=args.device, seed=args.overrides.get("seed", 1))
     if args.quick:
         args.minutes = args.tatoeba_minutes = 2 / 60

@@ -162,13 +162,6 @@ def run_variant(name: str, args: argparse.Namespace, files: dict[str, Path], roo
 
 # --- main --------------------------------------------------------------------------------------------------
 
-def parse_override(text: str) -> tuple[str, str]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected FIELD=VALUE, got {text!r}")
-    return key.strip().replace("-", "_"), value.strip()
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -178,7 +171,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--steps", type=int, default=None,
                    help="train exactly N steps with no time budget and no probe (step-matched tuning runs)")
     p.add_argument("--probe-steps", type=int, default=100, help="steps of the throughput probe (default 100)")
-    p.add_argument("--set", dest="overrides", action="append", type=parse_override, default=[],
+    p.add_argument("--set", dest="overrides", action="append", type=common.parse_override, default=[],
                    metavar="FIELD=VALUE", help="override a tag train field (repeatable)")
     p.add_argument("--no-test", action="store_true", help="dev only (while choosing settings)")
     p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
@@ -192,7 +185,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = p.parse_args(argv)
     args.data_dir_given = args.data_dir is not None
     args.data_dir = args.data_dir or str(common.DEFAULT_DATA_DIR)
-    args.overrides = dict(args.overrides)
+    args.overrides = common.typed_overrides(tag.TagConfig, args.overrides, p)
     args.overrides.update(threads=args.threads, device=args.device, seed=args.overrides.get("seed", 1))
     if args.quick:
         args.minutes, args.probe_steps = 2 / 60, 4
