@@ -8,6 +8,7 @@ in the output GEMMs. Here the GEMM writes the logits into a workspace kept from 
 they are turned in place into ``e = exp(logits - max)``, and the softmax's ``1 / sum(e)`` and the one-hot
 target are folded into the small ``(N, H)`` operands of the two gradient GEMMs, so the ``(N, V)`` block
 is written once, updated twice and read three times (max, sum, and the GEMMs) instead of about six passes.
+Without gradients (evaluation) the same blocks give the loss alone, in the same workspace.
 Rows are taken in blocks only to bound the workspace (:data:`MAX_BLOCK_ELEMENTS`): smaller, cache-sized
 blocks were measured slower on the 2-core machine (each block re-reads and re-writes the whole ``(V, H)``
 weight gradient). Same loss and gradients as the unfused form, to float rounding (tests/test_losses.py).
@@ -20,7 +21,6 @@ from __future__ import annotations
 import threading
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = ["linear_cross_entropy"]
@@ -47,9 +47,8 @@ def linear_cross_entropy(x: Tensor, weight: Tensor, bias: Tensor | None, target:
     rows = block_rows or max(1, min(x.size(0), MAX_BLOCK_ELEMENTS // weight.size(0)))
     grad_wanted = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (x, weight, bias))
-    if not grad_wanted:
-        return sum((F.cross_entropy(F.linear(x[i:i + rows], weight, bias), target[i:i + rows],
-                                    ignore_index=ignore_index, reduction="sum")
+    if not grad_wanted:  # evaluation: the same blocks, the loss only
+        return sum((_block(x[i:i + rows], weight, bias, target[i:i + rows], ignore_index)[0]
                     for i in range(0, x.size(0), rows)), x.new_zeros(()))
     return _LinearCrossEntropy.apply(x, weight, bias, target, ignore_index, rows)
 
@@ -66,6 +65,29 @@ def _workspace(rows: int, cols: int, like: Tensor) -> Tensor:
     return buf[:n].view(rows, cols)
 
 
+def _block(xs: Tensor, weight: Tensor, bias: Tensor | None, ys: Tensor,
+           ignore_index: int) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """One block of rows: (summed loss, e, s, counted, safe targets).
+
+    The logits go into the workspace and are turned in place into ``e = exp(logits - max)`` with row sums
+    ``s``, so softmax = e / s; ``counted`` marks the rows whose target is not ``ignore_index`` and ``safe``
+    is the target with ignored rows set to class 0. ``e`` is only valid until the next call in this thread.
+    """
+    counted = ys != ignore_index
+    safe = torch.where(counted, ys, 0)  # (r,)
+    logits = _workspace(xs.size(0), weight.size(0), xs)  # (r, V), reused from call to call
+    if bias is None:
+        torch.mm(xs, weight.t(), out=logits)
+    else:
+        torch.addmm(bias, xs, weight.t(), out=logits)
+    picked = logits.gather(1, safe.unsqueeze(1)).squeeze(1)  # (r,) the targets' logits
+    top = logits.amax(dim=1, keepdim=True)
+    e = logits.sub_(top).exp_()
+    s = e.sum(dim=1)  # (r,)
+    loss = ((top.squeeze(1) + s.log() - picked) * counted).sum()
+    return loss, e, s, counted, safe
+
+
 class _LinearCrossEntropy(torch.autograd.Function):
     """Forward computes the loss and the gradients; backward scales them by the incoming gradient."""
 
@@ -78,22 +100,11 @@ class _LinearCrossEntropy(torch.autograd.Function):
         grad_b = torch.zeros_like(bias) if need_b and bias is not None else None
         total = x.new_zeros(())
         for i in range(0, x.size(0), rows):
-            xs, ys = x[i:i + rows], target[i:i + rows]
-            counted = ys != ignore_index
-            safe = torch.where(counted, ys, 0)  # (r,)
-            logits = _workspace(xs.size(0), weight.size(0), x)  # (r, V), reused from call to call
-            if bias is None:
-                torch.mm(xs, weight.t(), out=logits)
-            else:
-                torch.addmm(bias, xs, weight.t(), out=logits)
-            picked = logits.gather(1, safe.unsqueeze(1)).squeeze(1)  # (r,) the targets' logits
-            # softmax = e / s with e = exp(logits - max), in place; the 1/s and the rows that do not count
-            # are folded into the small (r, H) operands of the GEMMs below instead of passes over (r, V)
-            top = logits.amax(dim=1, keepdim=True)
-            e = logits.sub_(top).exp_()
-            s = e.sum(dim=1)  # (r,)
-            lse = top.squeeze(1) + s.log()
-            total += ((lse - picked) * counted).sum()
+            xs = x[i:i + rows]
+            loss, e, s, counted, safe = _block(xs, weight, bias, target[i:i + rows], ignore_index)
+            total += loss
+            # the 1/s of the softmax and the rows that do not count are folded into the small (r, H)
+            # operands of the GEMMs below instead of passes over the (r, V) block
             scale = counted.to(x.dtype) / s  # (r,): d loss / d logits = scale * e - one_hot (counted rows)
             one_hot = counted.to(x.dtype).unsqueeze(1)  # (r, 1)
             if grad_x is not None:  # (e @ W) * scale - W[y]
