@@ -4,16 +4,15 @@ Parts (``--part``, one or more; each trains into ``--out-dir/<part>`` and report
 chosen on the validation split; the test split is scored once, at the end):
 
 * ``char``: Tiny Shakespeare (the bundled copy: first 90% train, last 10% valid), ``--minutes`` (10) of
-  training. Target (issue 3): valid loss <= 1.55 nats/char. Settings: 2x512 LSTM, emb 128, dropout 0.2, batch
-  32, BPTT 128, Adam 2e-3 with 100 warm-up steps and a cosine decay to 0 over the steps that fit the time
+  training. Target (issue 3): valid loss <= 1.55 nats/char. Settings: 2x256 LSTM, emb 64, dropout 0.2, batch
+  64, BPTT 128, Adam 4e-3 with 100 warm-up steps and a cosine decay to 0 over the steps that fit the time
   budget (planned from a short throughput probe, which is not counted; the budget still stops training).
-  Measured 2026-11-27 on this project's 2-core machine: valid 1.715 after 588 steps (2.4M chars, 2.3 epochs).
-  Why not more: this machine trains a 2x512 char LSTM at only 4.1-4.9k chars/s, plain PyTorch included (the
-  ``char-2x512`` row of ``throughput.py``: reference 4.7k, rnnkit 5.0k at batch 64), so 10 minutes hold about
-  2.5 epochs. Step-matched runs on a GPU (the same number of steps, valid split) ranked the alternatives: at
-  588 steps batch 32 / lr 2e-3 gives 1.70 (the CPU: 1.715); at 700 steps of batch 64, lr 4e-3 gives 1.47 and
-  lr 2e-3 1.58 -- but 700 steps of batch 64 are 5.7M chars, ~20 CPU minutes here, and in 10 minutes batch 64
-  gets only ~265 steps. 3x512 (440 steps) 1.92 and 2x768 (360 steps) 1.80 were worse.
+  Measured 2026-11-27 on this project's 2-core machine: valid 1.547 after 897 steps (7.3M chars, 7 epochs,
+  581 s). Why this size: char models run at this machine's GEMM roofline (``throughput.py``: 2x512 at 93%),
+  so 10 minutes are a fixed FLOP budget and the question is which size spends it best. Probes: 2x512 / batch
+  32 4.5k chars/s, 2x384 / 64 6.8-7.9k, 2x256 / 64 12.8-14.7k. The same command with 2x512 / batch 32 / lr
+  2e-3 (588 steps, 2.3 epochs) gave 1.715, with 2x384 / emb 96 / batch 64 / lr 4e-3 (474 steps) 1.613.
+  Batch 64 / lr 4e-3 came from step-matched GPU runs (2x512: 1.47 after 700 steps, lr 2e-3 1.58).
 * ``zaremba``: PTB word level, Zaremba et al. 2014 "small": 2x200 LSTM, BPTT 20, batch 20, SGD, clip, 13
   epochs, lr decay 0.5 per epoch after epoch 4, no dropout. Anchor: test perplexity 114.5. Their loss is
   the per-step batch mean SUMMED over the 20 time steps (lr 1, clip 5 on that gradient); rnnkit optimises
@@ -66,8 +65,8 @@ from rnnkit.tasks import lm  # noqa: E402
 PARTS = ("char", "zaremba", "best", "adaptive")
 TARGETS = {"char": 1.55, "zaremba": 114.5, "best": 100.0, "adaptive": 1.03}
 
-CHAR = dict(level="char", model="lstm", layers=2, hidden=512, emb=128, dropout=0.2, batch_size=32, bptt=128,
-            optimizer="adam", lr=2e-3, scheduler="cosine", warmup_steps=100, clip=5.0, patience=0)
+CHAR = dict(level="char", model="lstm", layers=2, hidden=256, emb=64, dropout=0.2, batch_size=64, bptt=128,
+            optimizer="adam", lr=4e-3, scheduler="cosine", warmup_steps=100, clip=5.0, patience=0)
 ZAREMBA = dict(level="word", model="lstm", layers=2, hidden=200, emb=200, dropout=0.0, batch_size=20, bptt=20,
                optimizer="sgd", lr=20.0, clip=0.25, scheduler="step", lr_decay=0.5, decay_start=4, epochs=13,
                patience=0, eval_every=0, time_budget=None)
