@@ -87,10 +87,12 @@ def test_second_backward_raises_instead_of_double_scaling():
         loss.backward()
 
 
-def test_shape_error():
+def test_shape_and_dtype_errors():
     x, w, b, y = _inputs()
     with pytest.raises(ValueError, match="expected"):
         linear_cross_entropy(x, w, b, y[:-1])
+    with pytest.raises(ValueError, match="share a dtype"):
+        linear_cross_entropy(x.float(), w, b, y)
 
 
 @pytest.mark.parametrize("tie", [False, True])

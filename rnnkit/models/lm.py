@@ -142,7 +142,7 @@ class LanguageModel(nn.Module):
                 flat_h, flat_y = flat_h[keep], flat_y[keep]
             return -self.adaptive(flat_h, flat_y).output.sum(), state
         if flat_h.device.type == "cpu" and self.decoder.out_features >= FUSED_LOSS_MIN_VOCAB:
-            # one pass over the logits for loss and gradient (rnnkit.nn.losses); figures in benchmarks/README.md
+            # loss and gradient in few passes over the logits (rnnkit.nn.losses); figures in benchmarks/README.md
             return linear_cross_entropy(flat_h, self.decoder.weight, self.decoder.bias, flat_y, ignore_index), state
         logits = self.decoder(flat_h)  # (B*T, V)
         return F.cross_entropy(logits, flat_y, ignore_index=ignore_index, reduction="sum"), state

@@ -44,6 +44,8 @@ def linear_cross_entropy(x: Tensor, weight: Tensor, bias: Tensor | None, target:
     """
     if x.dim() != 2 or target.shape != x.shape[:1]:
         raise ValueError(f"x: expected (N, H) and target (N,), got {tuple(x.shape)} and {tuple(target.shape)}")
+    if x.dtype != weight.dtype:
+        raise ValueError(f"x and weight must share a dtype, got {x.dtype} and {weight.dtype}")
     rows = block_rows or max(1, min(x.size(0), MAX_BLOCK_ELEMENTS // weight.size(0)))
     grad_wanted = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (x, weight, bias))

@@ -115,7 +115,7 @@ def load_texts(cfg: LMConfig) -> tuple[str, str | None, str, str | None]:
 
 
 def long_tensor(ids: list[int]) -> torch.Tensor:
-    """``torch.tensor(ids, dtype=torch.long)`` through an int64 array: 10x faster on a million-token corpus."""
+    """``torch.tensor(ids, dtype=torch.long)`` through an int64 array (torch.tensor of PTB's 929k ids: 0.17 s)."""
     return torch.frombuffer(array("q", ids), dtype=torch.long) if ids else torch.zeros(0, dtype=torch.long)
 
 
