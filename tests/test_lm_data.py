@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from rnnkit.data.lm import BPTTStream, batchify, load_stream
+from rnnkit.data.lm import BPTTStream, batchify, ids_tensor, load_stream
 from rnnkit.data.tokenize import build_tokenizer
 from rnnkit.errors import DataError
 
@@ -180,3 +180,11 @@ def test_constructor_validation():
         BPTTStream(torch.zeros(4, 1, dtype=torch.long), 3)
     with pytest.raises(ValueError, match="bptt"):
         BPTTStream(_data(), 0)
+
+
+def test_ids_tensor_equals_torch_tensor():
+    ids = [5, 0, 2**40, 3]
+    got = ids_tensor(ids)
+    assert got.dtype == torch.int64 and got.tolist() == ids
+    assert torch.equal(got, torch.tensor(ids, dtype=torch.int64))
+    assert ids_tensor([]).shape == (0,) and ids_tensor([]).dtype == torch.int64

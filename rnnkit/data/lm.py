@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import math
 import os
+from array import array
 from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
 
@@ -27,13 +28,19 @@ from torch import Tensor
 
 from rnnkit.errors import DataError
 
-__all__ = ["BPTTStream", "BPTTWindow", "batchify", "load_stream"]
+__all__ = ["BPTTStream", "BPTTWindow", "batchify", "ids_tensor", "load_stream"]
 
 # AWD-LSTM (Merity et al. 2018) variable BPTT: full length w.p. 0.95 else half, then N(., 5)
 _P_FULL = 0.95
 _STD = 5.0
 _MIN_LEN = 5
 _FORMAT = "rnnkit.bptt/1"
+
+
+def ids_tensor(ids: Sequence[int]) -> Tensor:
+    """``torch.tensor(ids, dtype=torch.int64)`` through an int64 array (torch.tensor of PTB's 929k ids: 0.17 s)."""
+    data = array("q", ids)
+    return torch.frombuffer(data, dtype=torch.int64) if data else torch.zeros(0, dtype=torch.int64)
 
 
 def batchify(ids: Tensor | Sequence[int], batch_size: int) -> Tensor:
@@ -97,7 +104,7 @@ def load_stream(path: str | os.PathLike, tokenizer: Any, batch_size: int, *, wha
     from rnnkit.data.files import read_text
 
     text = read_text(path, what=what)
-    ids = tokenizer.encode_stream(text)
+    ids = ids_tensor(tokenizer.encode_stream(text))
     try:
         return batchify(ids, batch_size)
     except ValueError as e:

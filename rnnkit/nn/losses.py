@@ -107,8 +107,8 @@ class _LinearCrossEntropy(torch.autograd.Function):
             total += loss
             # the 1/s of the softmax and the rows that do not count are folded into the small (r, H)
             # operands of the GEMMs below instead of passes over the (r, V) block
-            scale = counted.to(x.dtype) / s  # (r,): d loss / d logits = scale * e - one_hot (counted rows)
-            one_hot = counted.to(x.dtype).unsqueeze(1)  # (r, 1)
+            one_hot = counted.to(x.dtype).unsqueeze(1)  # (r, 1): 1 where the row counts
+            scale = one_hot.squeeze(1) / s  # (r,): d loss / d logits = scale * e - one_hot (counted rows)
             if grad_x is not None:  # (e @ W) * scale - W[y]
                 gx = torch.mm(e, weight, out=grad_x[i:i + rows])
                 gx.mul_(scale.unsqueeze(1)).sub_(weight[safe] * one_hot)
