@@ -234,6 +234,28 @@ def test_schedules():
     assert p.lr_at(5, 3) == 0.25
 
 
+@pytest.mark.parametrize("name,cls,kw", [("adam", torch.optim.Adam, {}), ("adamw", torch.optim.AdamW, {}),
+                                         ("sgd", torch.optim.SGD, {"momentum": 0.9})])
+def test_optimizers_use_fused_kernels_and_match_the_default_ones(name, cls, kw):
+    from rnnkit.train.engine import make_optimizer
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Embedding(50, 8), torch.nn.Linear(8, 5))
+    reference = [p.detach().clone().requires_grad_() for p in model.parameters()]
+    cfg = lm.make_config(optimizer=name, lr=0.01, weight_decay=0.01, **kw)
+    opt = make_optimizer(model, cfg)
+    ref_opt = cls(reference, lr=0.01, weight_decay=0.01, **kw)  # torch's default (for-loop) implementation
+    assert opt.defaults["fused"] is True and not ref_opt.defaults.get("fused")
+    for _ in range(5):
+        grads = [torch.randn_like(p) for p in reference]
+        for p, q, g in zip(model.parameters(), reference, grads):
+            p.grad, q.grad = g.clone(), g.clone()
+        opt.step()
+        ref_opt.step()
+    for p, q in zip(model.parameters(), reference):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+
+
 def test_config_checks():
     with pytest.raises(ConfigError, match="field 'hidden'"):
         lm.make_config(hidden="big")

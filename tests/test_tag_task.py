@@ -160,6 +160,25 @@ def test_long_words_keep_their_ends():
     assert vocabs.chars.decode(vocabs.word_chars("abc")) == list("abc")
 
 
+def test_lowercase_word_lookup_keeps_case_for_the_characters():
+    sentences = [tag.Sentence(["The", "cat", "saw", "the", "Dog"], ["DET", "NOUN", "VERB", "DET", "PROPN"])]
+    vocabs = tag.TagVocabs.build(sentences, tag.make_config(lowercase=True))
+    assert set(vocabs.words.itos[2:]) == {"the", "cat", "saw", "dog"}
+    ex = tag.encode(vocabs, ["THE", "Cat", "DOG", "bird"])
+    assert ex.words == [vocabs.words.stoi["the"], vocabs.words.stoi["cat"], vocabs.words.stoi["dog"],
+                        vocabs.words.unk_id]
+    assert vocabs.chars.decode(ex.chars[0]) == ["T", "<unk>", "<unk>"]  # the characters keep their case
+    assert vocabs.chars.decode(ex.chars[1]) == ["<unk>", "a", "t"]
+    restored = tag.TagVocabs.from_dict(vocabs.to_dict())
+    assert restored == vocabs and restored.lowercase
+    # a run saved before the field existed is case-sensitive
+    old = vocabs.to_dict()
+    del old["lowercase"]
+    assert tag.TagVocabs.from_dict(old).lowercase is False
+    cased = tag.TagVocabs.build(sentences, tag.make_config())
+    assert {"The", "the", "Dog"} <= set(cased.words.itos) and tag.encode(cased, ["THE"]).words == [cased.words.unk_id]
+
+
 def params_and_optim(run_dir):
     c = ck.load_checkpoint(run_dir / "last.safetensors", task="tag")
     return c.group("model"), c.group("optim"), c.meta

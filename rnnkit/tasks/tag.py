@@ -63,6 +63,8 @@ class TagConfig(TrainConfig):
                                 "index for column files (default -1, the last)")
     out: str = option("runs/tag", "run folder to write")
     min_count: int = option(1, "words seen fewer times in training become <unk>")
+    lowercase: bool = option(False, "look word embeddings up by the lowercased word (the character encoder "
+                             "still sees the case): fewer unseen words")
     word_dropout: float = option(0.05, "training: replace each word by <unk> with this probability")
     word_vectors: str | None = option(None, "pre-trained word vectors, word2vec/GloVe text format (their "
                                       "size must equal --emb)")
@@ -150,19 +152,21 @@ class TagVocabs:
     chars: Vocab | None
     tags: Vocab
     max_word_chars: int = 0
+    lowercase: bool = False
 
     @classmethod
     def build(cls, sentences: Sequence[Sentence], cfg: TagConfig) -> TagVocabs:
         tokens = [s.tokens for s in sentences]
-        words = Vocab.build(tokens, min_count=cfg.min_count)
+        keys = [[w.lower() for w in sent] for sent in tokens] if cfg.lowercase else tokens
+        words = Vocab.build(keys, min_count=cfg.min_count)
         chars = Vocab.build([list(w) for sent in tokens for w in sent]) if cfg.chars else None
         tags = Vocab.build([s.labels for s in sentences], specials=(), unk=None)
-        return cls(words, chars, tags, cfg.max_word_chars)
+        return cls(words, chars, tags, cfg.max_word_chars, cfg.lowercase)
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": VOCAB_FORMAT, "words": self.words.to_dict(),
                 "chars": None if self.chars is None else self.chars.to_dict(), "tags": self.tags.to_dict(),
-                "max_word_chars": self.max_word_chars}
+                "max_word_chars": self.max_word_chars, "lowercase": self.lowercase}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TagVocabs:
@@ -170,7 +174,12 @@ class TagVocabs:
             got = d.get("format") if isinstance(d, dict) else type(d).__name__
             raise ValueError(f"not tagger vocabularies (expected format {VOCAB_FORMAT!r}, got {got!r})")
         chars = None if d["chars"] is None else Vocab.from_dict(d["chars"])
-        return cls(Vocab.from_dict(d["words"]), chars, Vocab.from_dict(d["tags"]), int(d["max_word_chars"]))
+        return cls(Vocab.from_dict(d["words"]), chars, Vocab.from_dict(d["tags"]), int(d["max_word_chars"]),
+                   bool(d.get("lowercase", False)))  # runs saved before the field existed: case-sensitive
+
+    def word_ids(self, tokens: Sequence[str]) -> list[int]:
+        """Word-embedding ids of tokens (looked up lowercased when the run was trained so)."""
+        return self.words.encode([w.lower() for w in tokens] if self.lowercase else tokens)
 
     def word_chars(self, word: str) -> list[int]:
         """Character ids of a word: its first and last ``max_word_chars / 2`` characters (all when 0)."""
@@ -194,7 +203,7 @@ def encode(vocabs: TagVocabs, tokens: Sequence[str], labels: Sequence[str] | Non
     if labels is not None and all(lab in vocabs.tags.stoi for lab in labels):
         tags = [vocabs.tags.stoi[lab] for lab in labels]
     chars = [vocabs.word_chars(w) for w in tokens] if vocabs.chars is not None else None
-    return Example(vocabs.words.encode(tokens), chars, tags)
+    return Example(vocabs.word_ids(tokens), chars, tags)
 
 
 def collate(examples: Sequence[Example], vocabs: TagVocabs, with_tags: bool) -> TaggerBatch:
