@@ -12,8 +12,10 @@ hold sentences of similar length (:func:`rnnkit.data.batching.length_batches`, s
 so a resumed run sees the same batches); the loss is summed over real tokens and the engine divides
 by their number. Predictions come back in input order.
 
-Vocabularies: words (``<pad>``, ``<unk>``; words seen fewer than ``min_count`` times are ``<unk>``),
-characters (``<pad>``, ``<unk>``) and tags (no specials); all three are saved in ``RUN/tokenizer.json``.
+Vocabularies: words (``<pad>``, ``<unk>``; words seen fewer than ``min_count`` times are ``<unk>``; with
+``lowercase`` the word embeddings are keyed by lowercased words, while the character encoder still reads the
+word as written), characters (``<pad>``, ``<unk>``) and tags (no specials); all three are saved in
+``RUN/tokenizer.json``.
 During training each real word is replaced by ``<unk>`` with probability ``word_dropout``, so the
 ``<unk>`` embedding is trained for the unseen words of test data.
 
