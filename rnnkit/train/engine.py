@@ -123,8 +123,8 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     step takes about 150 ms on two).
     """
     params = [p for p in model.parameters() if p.requires_grad]
-    fused = {p.device.type for p in params} in ({"cpu"}, {"cuda"}) and all(p.is_floating_point() for p in params)
-    fused = fused or None  # None: torch's default choice
+    one_device = {p.device.type for p in params} in ({"cpu"}, {"cuda"})
+    fused = True if one_device and all(p.is_floating_point() for p in params) else None  # None: torch's choice
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
     if cfg.optimizer == "adamw":
