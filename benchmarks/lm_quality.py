@@ -70,9 +70,9 @@ CHAR = dict(level="char", model="lstm", layers=2, hidden=256, emb=64, dropout=0.
 ZAREMBA = dict(level="word", model="lstm", layers=2, hidden=200, emb=200, dropout=0.0, batch_size=20, bptt=20,
                optimizer="sgd", lr=20.0, clip=0.25, scheduler="step", lr_decay=0.5, decay_start=4, epochs=13,
                patience=0, eval_every=0, time_budget=None)
-BEST = dict(level="word", model="lstm", layers=2, hidden=400, emb=400, tie_weights=True, dropout=0.4,
-            dropout_hidden=0.25, dropout_emb=0.1, batch_size=32, bptt=35, optimizer="adam", lr=2e-3, clip=0.5,
-            scheduler="cosine", warmup_steps=100, patience=0)
+BEST = dict(level="word", model="lstm", layers=2, hidden=400, emb=400, tie_weights=True, dropout=0.3,
+            dropout_hidden=0.15, dropout_emb=0.05, batch_size=32, bptt=35, optimizer="adam", lr=4e-3, clip=0.5,
+            scheduler="cosine", warmup_steps=600, patience=0)
 ADAPTIVE = dict(level="word", model="lstm", layers=2, hidden=200, emb=200, dropout=0.2, batch_size=20, bptt=35,
                 optimizer="adam", lr=2e-3, clip=0.5, patience=0, eval_every=0, time_budget=None)
 QUICK = dict(layers=2, hidden=16, emb=16, batch_size=8, bptt=32, warmup_steps=0, max_steps=3)
@@ -191,7 +191,10 @@ def part_best(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     steps, eval_every, plan = plan_steps(fields, budget, out / "probe", args, evals=8)
     fields.update(max_steps=steps, eval_every=eval_every, time_budget=budget)
     run, how = train_run(fields, out / "run")
-    res = evaluate(run, test)
+    res = evaluate(run, None if args.no_test else test)
+    if args.no_test:
+        return {"part": "best", "settings": fields, **plan, **how, **res, "target": "test not scored (--no-test)",
+                "target_met": None, "headline": f"valid ppl {res['valid']['perplexity']:.1f}"}
     ppl = res["test"]["perplexity"]
     return {"part": "best", "settings": fields, **plan, **how, **res,
             "target": f"test perplexity <= {TARGETS['best']}",
@@ -237,6 +240,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--steps", type=int, default=None, help="char/best: planned steps (the cosine length), "
                    "instead of probing the throughput")
     p.add_argument("--probe-steps", type=int, default=40, help="char/best: steps of the throughput probe (40)")
+    p.add_argument("--no-test", action="store_true", help="best: valid only, while choosing settings (score the "
+                   "chosen run's test split once, e.g. with rnnkit lm evaluate RUN --test ptb.test.txt)")
     p.add_argument("--set", dest="overrides", action="append", type=common.parse_override, default=[],
                    metavar="FIELD=VALUE", help="override an lm train field (repeatable)")
     p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
