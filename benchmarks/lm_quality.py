@@ -21,12 +21,41 @@ chosen on the validation split; the test split is scored once, at the end):
   initialises embedding and output that way but the LSTM with torch's uniform(+-1/sqrt(200) = 0.071) (see
   the note printed when the product has no ``init_range`` field).
 * ``best``: the best PTB test perplexity within ``--best-minutes`` (30) of training. Target <= 100.
-  Settings: 2x400 LSTM with tied embedding/output weights (emb = hidden = 400), locked dropout 0.4 on the
-  output, 0.25 between layers, 0.1 on the embeddings, batch 32, BPTT 35, Adam 2e-3, clip 0.5, cosine decay
-  to 0 over the planned steps (probe as for ``char``). Why: PTB medium (2x650) trains at ~1.8k tokens/s here,
-  only ~3.5 epochs in 30 minutes, too few for its regularisation to pay; 2x400 costs about half per token
-  (~7 epochs), tying removes 4M parameters and is worth ~5-10 perplexity points at this size (Press & Wolf
-  2017; Inan et al. 2017), and Adam with a decay to 0 converges in few epochs where SGD needs 30+.
+  Settings: 2x400 LSTM with tied embedding/output weights (emb = hidden = 400), locked dropout 0.3 on the
+  output, 0.15 between layers, 0.05 on the embeddings, batch 32, BPTT 35, Adam 4e-3, clip 0.5, 1,500 linear
+  warm-up steps, then cosine decay to 0 over the planned steps (probe as for ``char``). Measured on this
+  project's 2-core machine (``--steps N --no-test``, then the chosen run's test split once): warm-up 600 /
+  1000 (3,442 steps) valid 107.1 / 104.1; warm-up 1500 (3,560 planned, 3,420 done in the 30 minutes) valid
+  103.2, **test 98.3**. Why: PTB medium
+  (2x650) trains at ~1.8k tokens/s here, only ~3.5 epochs in 30 minutes, too few for its regularisation to
+  pay; 2x400 costs about half per token, tying removes 4M parameters and is worth ~5-10 perplexity points at
+  this size (Press & Wolf 2017; Inan et al. 2017), and Adam with a decay to 0 converges in few epochs where
+  SGD needs 30+. Learning rate, warm-up and dropout came from step-matched runs on one GPU: each candidate
+  trained the steps its CPU throughput allows in 30 minutes (80-step probes here: 2x400 tied 2,317 tokens/s
+  -> 3,442 steps; 2x200 tied 4,565 -> 6,946; 2x400 with the adaptive softmax (2000,5000, untied) 3,887 ->
+  5,889; 2x650 adaptive 2,032 -> 2,997; 2x300 tied 2,907 -> 4,361; 2x400 tied batch 64 2,520 -> 1,879),
+  i.e. ``--device cuda --steps N --no-test --set ...``; valid perplexity of the best checkpoint:
+
+  | model | lr | dropout out/between/emb | warm-up | valid |
+  | --- | --- | --- | --- | --- |
+  | 2x400 tied | 2e-3 / 3e-3 / 4e-3 / 5e-3 | 0.3/0.15/0.05 | 100 | 124.6 / 115.1 / 114.1 / 112.2 |
+  | 2x400 tied | 4e-3 | 0.2/0.1/0.05 | 100 | 113.7 |
+  | 2x400 tied | 4e-3 / 5e-3 | 0.3/0.15/0.05 | 300 | 110.1 / 108.8 |
+  | 2x400 tied | 5e-3 | 0.3/0.2/0.1 ; 0.2/0.1/0.05 | 300 | 109.4 ; 110.6 |
+  | 2x400 tied | 6e-3 ; 4e-3 | 0.3/0.15/0.05 | 500 ; 600 | 107.4 ; 106.3 |
+  | 2x400 tied, batch 64 | 4e-3 | 0.3/0.15/0.05 | 100 | 123.4 |
+  | 2x300 tied | 3e-3 | 0.3/0.15/0.05 | 100 | 123.4 |
+  | 2x200 tied | 3e-3 ; 5e-3 | 0.2/0.1/0.05 | 100 | 120.3 ; 115.9 |
+  | 2x200 tied | 3e-3 / 5e-3 / 7e-3 | 0.3/0.2/0.1 | 100 | 116.9 / 112.9 / 114.0 |
+  | 2x200 tied | 5e-3 | 0.3/0.2/0.1 | 600 | 114.6 |
+  | 2x400 adaptive | 3e-3 / 5e-3 | 0.3/0.15/0.05 | 100 | 112.1 / 115.2 (clip 1.0: 113.5) |
+  | 2x400 adaptive | 3e-3 / 4e-3 | 0.2/0.1/0.05 | 100 | 116.2 / 122.7 (emb 200: 118.7) |
+  | 2x400 adaptive | 3e-3 | 0.4/0.25/0.1 ; 0.15/0.05/0 | 100 | 114.3 ; 119.0 |
+  | 2x650 adaptive | 2e-3 | 0.4/0.25/0.1 | 100 | 138.5 |
+
+  The GPU runs use cuDNN and other dropout masks, so a CPU run of the same steps lands near, not on, these
+  figures; differences of 1-2 points between neighbouring rows are within run-to-run noise (e.g. the adaptive
+  0.3 and 0.2 dropout rows). CPU results: see benchmarks/README.md.
 * ``adaptive``: PTB 2x200 (dropout 0.2, batch 20, BPTT 35, Adam 2e-3, clip 0.5), ``--adaptive-epochs`` (3)
   epochs with the full softmax, then the same with the adaptive softmax (``--cutoffs``): test perplexity and
   training time of each. Target (issue 6): adaptive within 3% of the full softmax's test perplexity.
@@ -72,7 +101,7 @@ ZAREMBA = dict(level="word", model="lstm", layers=2, hidden=200, emb=200, dropou
                patience=0, eval_every=0, time_budget=None)
 BEST = dict(level="word", model="lstm", layers=2, hidden=400, emb=400, tie_weights=True, dropout=0.3,
             dropout_hidden=0.15, dropout_emb=0.05, batch_size=32, bptt=35, optimizer="adam", lr=4e-3, clip=0.5,
-            scheduler="cosine", warmup_steps=600, patience=0)
+            scheduler="cosine", warmup_steps=1500, patience=0)
 ADAPTIVE = dict(level="word", model="lstm", layers=2, hidden=200, emb=200, dropout=0.2, batch_size=20, bptt=35,
                 optimizer="adam", lr=2e-3, clip=0.5, patience=0, eval_every=0, time_budget=None)
 QUICK = dict(layers=2, hidden=16, emb=16, batch_size=8, bptt=32, warmup_steps=0, max_steps=3)
