@@ -1,4 +1,4 @@
-"""Recurrent language model: embedding -> rnnkit recurrent stack -> dropout -> (tied) output layer.
+"""Recurrent language model: embedding -> recurrent stack of any registered cell -> dropout -> output layer.
 
 Shapes: B batch, T time, E embedding size, H hidden size, V vocabulary size.
 """
@@ -6,13 +6,14 @@ Shapes: B batch, T time, E embedding size, H hidden size, V vocabulary size.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any, ClassVar
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rnnkit.nn import GRU, LSTM, RNN, linear_cross_entropy
+from rnnkit.nn import linear_cross_entropy, recurrent_layer, resolve_cell
 
-State = Tensor | tuple[Tensor, Tensor]
+State = Tensor | tuple[Tensor, ...]
 
 #: On a CPU, vocabularies from this size up compute the output layer and its loss fused
 #: (:func:`rnnkit.nn.linear_cross_entropy`: the gradient made in the forward pass, in place over the
@@ -22,25 +23,32 @@ FUSED_LOSS_MIN_VOCAB = 2048
 
 @dataclass(frozen=True)
 class LMModelConfig:
-    """Architecture of a :class:`LanguageModel` (stored in every checkpoint)."""
+    """Architecture of a :class:`LanguageModel` (stored in every checkpoint).
+
+    No field has a default: the one default of each setting is the task's (:class:`rnnkit.tasks.lm.LMConfig`,
+    shown by ``rnnkit lm train --help``), which builds this config.
+    """
+
+    #: Fields added after runs were first saved, with the value every older run had (a saved config that
+    #: lacks one of them means that value). The LM has none.
+    ADDED_FIELDS: ClassVar[dict[str, Any]] = {}
 
     vocab_size: int
-    model: str = "lstm"  # rnn | lstm | gru
-    emb: int = 128
-    hidden: int = 256
-    layers: int = 2
-    dropout: float = 0.0  # locked dropout on the recurrent stack's output
-    dropout_emb: float = 0.0  # locked dropout on the embeddings (the stack's input)
-    dropout_hidden: float = 0.0  # locked dropout between recurrent layers
-    weight_dropout: float = 0.0  # DropConnect on the hidden-to-hidden weights (AWD-LSTM)
-    tie_weights: bool = False
-    softmax: str = "full"  # full | adaptive
-    cutoffs: tuple[int, ...] = ()
-    init_range: float | None = None  # all weights uniform in [-r, r] (Zaremba et al.); None: torch's init
+    model: str  # recurrent cell: a registered name (rnnkit.nn.cell_names()) or package.module:ClassName
+    emb: int
+    hidden: int
+    layers: int
+    dropout: float  # locked dropout on the recurrent stack's output
+    dropout_emb: float  # locked dropout on the embeddings (the stack's input)
+    dropout_hidden: float  # locked dropout between recurrent layers
+    weight_dropout: float  # DropConnect on the hidden-to-hidden weights (AWD-LSTM)
+    tie_weights: bool
+    softmax: str  # full | adaptive
+    cutoffs: tuple[int, ...]
+    init_range: float | None  # all weights uniform in [-r, r] (Zaremba et al.); None: torch's init
 
     def __post_init__(self) -> None:
-        if self.model not in ("rnn", "lstm", "gru"):
-            raise ValueError(f"model must be rnn, lstm or gru, got {self.model!r}")
+        resolve_cell(self.model)  # ValueError naming the cell
         if self.tie_weights and self.emb != self.hidden:
             raise ValueError(f"tie_weights needs emb == hidden, got emb={self.emb}, hidden={self.hidden}")
         if self.softmax not in ("full", "adaptive"):
@@ -60,19 +68,22 @@ class LMModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> LMModelConfig:
-        return cls(**{**d, "cutoffs": tuple(d.get("cutoffs", ()))})
+        return cls(**{**cls.ADDED_FIELDS, **d, "cutoffs": tuple(d.get("cutoffs", ()))})
 
 
 class LanguageModel(nn.Module):
     """Next-token model ``p(x_{t+1} | x_{<=t})`` over a vocabulary.
 
-    Embedding (E) -> locked dropout -> ``layers`` recurrent layers (H; locked dropout between them, optional
+    Embedding (E) -> locked dropout -> ``layers`` recurrent layers of any cell (H; locked dropout between them, optional
     DropConnect on their hidden-to-hidden weights) -> locked dropout -> linear to V
     (its weight shared with the embedding when ``tie_weights``), or an adaptive softmax
     (Grave et al. 2017, :class:`torch.nn.AdaptiveLogSoftmaxWithLoss`) with the given cut-offs.
 
     Example:
-        >>> lm = LanguageModel(LMModelConfig(vocab_size=65, hidden=64, emb=32))
+        >>> cfg = LMModelConfig(vocab_size=65, model="lstm", emb=32, hidden=64, layers=2, dropout=0.1,
+        ...                     dropout_emb=0.0, dropout_hidden=0.0, weight_dropout=0.0, tie_weights=False,
+        ...                     softmax="full", cutoffs=(), init_range=None)
+        >>> lm = LanguageModel(cfg)
         >>> nll, state = lm.loss(torch.randint(65, (4, 10)), torch.randint(65, (4, 10)))
     """
 
@@ -80,12 +91,12 @@ class LanguageModel(nn.Module):
         super().__init__()
         self.config = c = config
         self.embedding = nn.Embedding(c.vocab_size, c.emb)
-        layer = {"rnn": RNN, "lstm": LSTM, "gru": GRU}[c.model]
-        # all dropouts live in the layer and keep it on the fused kernels: locked (one mask per sequence)
-        # on its input, between layers and on its output, and DropConnect on the hidden-to-hidden weights
-        self.rnn = layer(c.emb, c.hidden, c.layers, batch_first=True, dropout=c.dropout_hidden,
-                         input_dropout=c.dropout_emb, output_dropout=c.dropout, variational_dropout=True,
-                         weight_dropout=c.weight_dropout)
+        # all dropouts live in the layer (which keeps rnn/lstm/gru on the fused kernels): locked (one mask per
+        # sequence) on its input, between layers and on its output, and DropConnect on the hidden-to-hidden
+        # weights
+        self.rnn = recurrent_layer(c.model, c.emb, c.hidden, c.layers, dropout=c.dropout_hidden,
+                                   input_dropout=c.dropout_emb, output_dropout=c.dropout, variational_dropout=True,
+                                   weight_dropout=c.weight_dropout)
         if c.softmax == "adaptive":
             self.adaptive = nn.AdaptiveLogSoftmaxWithLoss(c.hidden, c.vocab_size, list(c.cutoffs), div_value=4.0)
             self.decoder = None

@@ -3,16 +3,19 @@ r"""Attention encoder-decoder for translation: bidirectional recurrent encoder, 
 Shapes: B batch, S source steps, T target steps, E embedding size, H_e encoder hidden size per
 direction, H decoder hidden size, L layers, V_s / V_t vocabulary sizes.
 
-Encoder: source embeddings -> dropout -> a bidirectional L-layer LSTM/GRU (:mod:`rnnkit.nn` layer,
-read with the source lengths) giving memory vectors :math:`m_j = [\overrightarrow{h}_j; \overleftarrow{h}_j]`
-of size :math:`2 H_e` (zero on padding).
+Encoder: source embeddings -> dropout -> a bidirectional L-layer recurrent layer of any registered cell
+(:func:`rnnkit.nn.recurrent_layer`, read with the source lengths) giving memory vectors
+:math:`m_j = [\overrightarrow{h}_j; \overleftarrow{h}_j]` of size :math:`2 H_e` (zero on padding).
+The decoder is an L-layer layer of the same cell.
 
 Bridge: every layer's final forward and backward states, concatenated, give the decoder's initial state
 
 .. math::  s_0 = \tanh(W_b [\overrightarrow{h}^{(1)}_{n}; \overleftarrow{h}^{(1)}_{1}; \dots;
            \overrightarrow{h}^{(L)}_{n}; \overleftarrow{h}^{(L)}_{1}] + b_b)
 
-(one linear map to all L decoder layers; an LSTM maps its cell states with a second one).
+(one linear map to all L decoder layers). A state of several tensors (LSTM: ``(h, c)``) is bridged part by
+part, each with its own map: ``bridge`` for part 0, ``bridge_cell`` for part 1 (LSTM's cell state),
+``bridge_2``, ``bridge_3``, ... after that.
 
 Decoder, at step t with the previous target token :math:`y_{t-1}` (``<bos>`` first) and, with
 Luong-style input feeding, the previous attentional vector :math:`\tilde h_{t-1}` (zeros first):
@@ -38,7 +41,9 @@ Incremental decoding (used by :mod:`rnnkit.decode.search`)::
 
 Example::
 
-    >>> config = Seq2SeqConfig(src_vocab_size=50, tgt_vocab_size=60, pad_id=0, bos_id=2, eos_id=3)
+    >>> config = Seq2SeqConfig(src_vocab_size=50, tgt_vocab_size=60, pad_id=0, bos_id=2, eos_id=3, cell="lstm",
+    ...                        attention="additive", emb=128, enc_hidden=128, hidden=256, layers=1, dropout=0.2,
+    ...                        share_embeddings=False, tie_weights=False)
     >>> model = Seq2Seq(config)
     >>> logits = model(src, src_lengths, tgt_in)  # (B, T, 60)   # doctest: +SKIP
 """
@@ -47,14 +52,14 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnkit.errors import ConfigError
-from rnnkit.nn import GRU, LSTM
+from rnnkit.nn import recurrent_layer, resolve_cell
 from rnnkit.nn.attention import (
     AdditiveAttention,
     DotAttention,
@@ -66,14 +71,16 @@ from rnnkit.nn.attention import (
 __all__ = ["ATTENTION_TYPES", "DecoderState", "EncoderState", "Seq2Seq", "Seq2SeqConfig"]
 
 ATTENTION_TYPES = ("additive", "dot", "general", "scaled", "none")
-CELLS = ("lstm", "gru")
 
-RNNState = Tensor | tuple[Tensor, Tensor]
+RNNState = Tensor | tuple[Tensor, ...]
 
 
 @dataclass(frozen=True)
 class Seq2SeqConfig:
     """Architecture of a :class:`Seq2Seq` model; JSON-serialisable with :meth:`to_dict`/:meth:`from_dict`.
+
+    No field has a default: the one default of each setting is the task's
+    (:class:`rnnkit.tasks.seq2seq.Seq2SeqTaskConfig`, shown by ``rnnkit seq2seq train --help``).
 
     Args:
         src_vocab_size: V_s, source vocabulary size.
@@ -81,7 +88,8 @@ class Seq2SeqConfig:
         pad_id: padding id of the target vocabulary (ignored by the loss, never generated).
         bos_id: begin-of-sentence id of the target vocabulary (first decoder input, never generated).
         eos_id: end-of-sentence id of the target vocabulary (ends a hypothesis).
-        cell: ``"lstm"`` or ``"gru"``, for the encoder and the decoder.
+        cell: recurrent cell of the encoder and the decoder: a registered name (:func:`rnnkit.nn.cell_names`)
+            or ``package.module:ClassName``.
         attention: one of :data:`ATTENTION_TYPES`; ``"none"`` is the classic encoder-decoder.
         emb: E, embedding size of both sides.
         enc_hidden: H_e, encoder hidden size per direction (memory vectors have ``2 * enc_hidden``).
@@ -92,7 +100,7 @@ class Seq2SeqConfig:
         tie_weights: the output layer uses the target embedding matrix (needs E == H).
 
     ``dot`` and ``scaled`` attention compare decoder states with memory vectors directly, so they need
-    ``hidden == 2 * enc_hidden`` (the defaults satisfy it).
+    ``hidden == 2 * enc_hidden`` (the task's defaults satisfy it).
 
     Raises:
         ConfigError: a value is out of range or two values do not fit together (the message names them).
@@ -103,15 +111,19 @@ class Seq2SeqConfig:
     pad_id: int
     bos_id: int
     eos_id: int
-    cell: str = "lstm"
-    attention: str = "additive"
-    emb: int = 256
-    enc_hidden: int = 128
-    hidden: int = 256
-    layers: int = 1
-    dropout: float = 0.2
-    share_embeddings: bool = False
-    tie_weights: bool = False
+    cell: str
+    attention: str
+    emb: int
+    enc_hidden: int
+    hidden: int
+    layers: int
+    dropout: float
+    share_embeddings: bool
+    tie_weights: bool
+
+    #: Fields added after runs were first saved, with the value every older run had (a saved config that
+    #: lacks one of them means that value). None so far.
+    ADDED_FIELDS: ClassVar[dict[str, Any]] = {}
 
     def __post_init__(self) -> None:
         for name in ("src_vocab_size", "tgt_vocab_size", "emb", "enc_hidden", "hidden", "layers"):
@@ -126,8 +138,10 @@ class Seq2SeqConfig:
             raise ConfigError(
                 f"pad_id, bos_id and eos_id must differ, got {self.pad_id}, {self.bos_id}, {self.eos_id}"
             )
-        if self.cell not in CELLS:
-            raise ConfigError(f"cell must be one of {', '.join(CELLS)}, got {self.cell!r}")
+        try:
+            resolve_cell(self.cell)
+        except ValueError as e:
+            raise ConfigError(f"cell: {e}") from None
         if self.attention not in ATTENTION_TYPES:
             choices = ", ".join(ATTENTION_TYPES)
             raise ConfigError(f"attention must be one of {choices}, got {self.attention!r}")
@@ -157,7 +171,12 @@ class Seq2SeqConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"unknown Seq2SeqConfig field(s): {', '.join(unknown)}")
-        return cls(**data)
+        return cls(**{**cls.ADDED_FIELDS, **data})
+
+
+def _state_parts(state: RNNState) -> tuple[Tensor, ...]:
+    """The tensors of a recurrent state: one, or each of a tuple."""
+    return (state,) if isinstance(state, Tensor) else tuple(state)
 
 
 def _select_rnn_state(state: RNNState, index: Tensor) -> RNNState:
@@ -175,7 +194,8 @@ class EncoderState:
         memory: ``(N, S, 2*H_e)`` encoder outputs (attention keys and values), zero on padding.
         mask: ``(N, S)`` bool, True at real source positions.
         projected_keys: ``(N, S, P)`` attention key projection, or None without attention.
-        final: encoder final state, ``(2*L, N, H_e)`` (a pair (h, c) for LSTM), input of the bridge.
+        final: encoder final state, ``(2*L, N, S)`` per state tensor (LSTM: a pair (h, c), S = H_e), input
+            of the bridge.
     """
 
     memory: Tensor
@@ -199,7 +219,7 @@ class DecoderState:
     """Decoder state between steps.
 
     Attributes:
-        rnn: ``(L, N, H)`` recurrent state (a pair (h, c) for LSTM).
+        rnn: ``(L, N, S)`` per recurrent state tensor (LSTM: a pair (h, c), S = H).
         feed: ``(N, H)`` previous attentional vector (input feeding), or None without attention.
     """
 
@@ -232,7 +252,6 @@ class Seq2Seq(nn.Module):
         super().__init__()
         self.config = c = config
         self.pad_id, self.bos_id, self.eos_id = c.pad_id, c.bos_id, c.eos_id
-        layer = {"lstm": LSTM, "gru": GRU}[c.cell]
         inner_dropout = c.dropout if c.layers > 1 else 0.0
         memory_size = 2 * c.enc_hidden
 
@@ -242,15 +261,20 @@ class Seq2Seq(nn.Module):
         else:
             self.tgt_embedding = nn.Embedding(c.tgt_vocab_size, c.emb)
         self.dropout = nn.Dropout(c.dropout)
-        self.encoder = layer(c.emb, c.enc_hidden, c.layers, batch_first=True, dropout=inner_dropout,
-                             bidirectional=True)
-        self.bridge = nn.Linear(c.layers * memory_size, c.layers * c.hidden)
-        self.bridge_cell = None
-        if c.cell == "lstm":
-            self.bridge_cell = nn.Linear(c.layers * memory_size, c.layers * c.hidden)
+        self.encoder = recurrent_layer(c.cell, c.emb, c.enc_hidden, c.layers, dropout=inner_dropout,
+                                       bidirectional=True)
         self.input_feeding = c.attention != "none"
         dec_input = c.emb + (c.hidden if self.input_feeding else 0)
-        self.decoder = layer(dec_input, c.hidden, c.layers, batch_first=True, dropout=inner_dropout)
+        with torch.device("meta"):  # the decoder's state layout, without drawing from the RNG
+            dec_state = recurrent_layer(c.cell, dec_input, c.hidden, c.layers).init_state(1)
+        # one map per state tensor: (2*L, N, S_enc) -> (L, N, S_dec); the first two keep the LSTM-era names
+        self.bridge_names: list[str] = []
+        for k, (enc, dec) in enumerate(zip(_state_parts(self.encoder.init_state(1, device="meta")),
+                                           _state_parts(dec_state))):
+            name = ("bridge", "bridge_cell")[k] if k < 2 else f"bridge_{k}"
+            self.add_module(name, nn.Linear(enc.shape[0] * enc.shape[2], dec.shape[0] * dec.shape[2]))
+            self.bridge_names.append(name)
+        self.decoder = recurrent_layer(c.cell, dec_input, c.hidden, c.layers, dropout=inner_dropout)
         self.attention: nn.Module | None = {
             "additive": lambda: AdditiveAttention(c.hidden, memory_size, c.hidden),
             "dot": DotAttention,
@@ -297,19 +321,17 @@ class Seq2Seq(nn.Module):
         return EncoderState(memory=memory, mask=mask, projected_keys=projected, final=final)
 
     def _bridge(self, final: Tensor, linear: nn.Linear) -> Tensor:
-        """``(2*L, N, H_e)`` encoder final states -> ``(L, N, H)`` decoder initial states."""
+        """``(2*L, N, S_enc)`` encoder final states -> ``(L, N, S_dec)`` decoder initial states."""
         n = final.shape[1]
-        flat = final.transpose(0, 1).reshape(n, -1)  # (N, 2*L*H_e): layer-major, forward then backward
-        init = torch.tanh(linear(flat)).view(n, self.config.layers, self.config.hidden)  # (N, L, H)
-        return init.transpose(0, 1).contiguous()  # (L, N, H)
+        flat = final.transpose(0, 1).reshape(n, -1)  # (N, 2*L*S_enc): layer-major, forward then backward
+        init = torch.tanh(linear(flat)).view(n, self.config.layers, -1)  # (N, L, S_dec)
+        return init.transpose(0, 1).contiguous()  # (L, N, S_dec)
 
     def initial_state(self, enc: EncoderState) -> DecoderState:
         """Decoder state before the first target step: bridged encoder states, zero input feed."""
-        if isinstance(enc.final, tuple):
-            h, c = enc.final
-            rnn: RNNState = (self._bridge(h, self.bridge), self._bridge(c, self.bridge_cell))
-        else:
-            rnn = self._bridge(enc.final, self.bridge)
+        parts = [self._bridge(part, getattr(self, name))
+                 for part, name in zip(_state_parts(enc.final), self.bridge_names)]
+        rnn: RNNState = parts[0] if isinstance(enc.final, Tensor) else tuple(parts)
         feed = None
         if self.input_feeding:
             feed = enc.memory.new_zeros(enc.memory.shape[0], self.config.hidden)  # (N, H)

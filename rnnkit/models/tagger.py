@@ -12,6 +12,10 @@ argmax) or a linear-chain CRF (:class:`rnnkit.nn.crf.CRF`; loss: negative log-li
 sentences; prediction: Viterbi). Padding never influences real positions: the recurrent layers get
 the lengths, and only real words go through the character encoder.
 
+Both encoders are bidirectional layers of any registered cell (``config.cell`` and ``config.char_cell``,
+:func:`rnnkit.nn.recurrent_layer`); LSTM, as written above, is the default. For another cell, ``h_fwd`` and
+``h_bwd`` are the cell's outputs at those characters.
+
 Shapes: B sentences, T words, C characters per word, E word embedding, Hc char hidden size per
 direction, H sentence hidden size per direction, K tags. Batches are right-padded.
 """
@@ -21,6 +25,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -31,7 +36,7 @@ from rnnkit.data.files import read_lines
 from rnnkit.data.vocab import Vocab
 from rnnkit.errors import DataError
 from rnnkit.nn.crf import CRF
-from rnnkit.nn.layers import LSTM
+from rnnkit.nn.registry import recurrent_layer, resolve_cell
 
 __all__ = ["Tagger", "TaggerBatch", "TaggerConfig", "collate_tagged", "load_word_vectors"]
 
@@ -40,35 +45,47 @@ __all__ = ["Tagger", "TaggerBatch", "TaggerConfig", "collate_tagged", "load_word
 class TaggerConfig:
     """Architecture of a :class:`Tagger` (stored in checkpoints; :meth:`to_dict` is JSON-ready).
 
+    No field has a default: the one default of each setting is the task's
+    (:class:`rnnkit.tasks.tag.TagConfig`, shown by ``rnnkit tag train --help``), which builds this config.
+
     Args:
         num_words: word vocabulary size (including specials).
         num_tags: number of tags ``K``.
         num_chars: character vocabulary size; required (> 0) when ``use_chars``.
         emb: word embedding size ``E``.
         char_emb: character embedding size.
-        char_hidden: character BiLSTM hidden size per direction ``Hc``.
-        hidden: sentence BiLSTM hidden size per direction ``H``.
-        layers: number of stacked sentence BiLSTM layers.
-        dropout: dropout on the embeddings, between LSTM layers and before the output layer.
+        char_hidden: character encoder hidden size per direction ``Hc``.
+        hidden: sentence encoder hidden size per direction ``H``.
+        layers: number of stacked sentence encoder layers.
+        dropout: dropout on the embeddings, between recurrent layers and before the output layer.
         crf: CRF head instead of a per-token softmax.
         use_chars: add the character encoder.
         word_pad_id: padding id of words (its embedding row stays zero).
         char_pad_id: padding id of characters.
+        cell: recurrent cell of the sentence encoder: a registered name (:func:`rnnkit.nn.cell_names`) or
+            ``package.module:ClassName``.
+        char_cell: recurrent cell of the character encoder, likewise.
     """
+
+    #: Fields added after runs were first saved, with the value every older run had (a saved config that
+    #: lacks one of them means that value).
+    ADDED_FIELDS: ClassVar[dict[str, Any]] = {"cell": "lstm", "char_cell": "lstm"}
 
     num_words: int
     num_tags: int
-    num_chars: int = 0
-    emb: int = 100
-    char_emb: int = 30
-    char_hidden: int = 50
-    hidden: int = 200
-    layers: int = 2
-    dropout: float = 0.5
-    crf: bool = False
-    use_chars: bool = True
-    word_pad_id: int = 0
-    char_pad_id: int = 0
+    num_chars: int
+    emb: int
+    char_emb: int
+    char_hidden: int
+    hidden: int
+    layers: int
+    dropout: float
+    crf: bool
+    use_chars: bool
+    word_pad_id: int
+    char_pad_id: int
+    cell: str
+    char_cell: str
 
     def __post_init__(self) -> None:
         for name in ("num_words", "num_tags", "emb", "hidden", "layers"):
@@ -84,6 +101,11 @@ class TaggerConfig:
             raise ValueError(f"word_pad_id must be in [0, {self.num_words}), got {self.word_pad_id}")
         if self.use_chars and not 0 <= self.char_pad_id < self.num_chars:
             raise ValueError(f"char_pad_id must be in [0, {self.num_chars}), got {self.char_pad_id}")
+        for name in ("cell", "char_cell"):
+            try:
+                resolve_cell(getattr(self, name))
+            except ValueError as e:
+                raise ValueError(f"{name}: {e}") from None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -94,7 +116,7 @@ class TaggerConfig:
         unknown = sorted(set(d) - known)
         if unknown:
             raise ValueError(f"unknown TaggerConfig fields: {', '.join(unknown)}")
-        return cls(**d)
+        return cls(**{**cls.ADDED_FIELDS, **d})
 
 
 @dataclass
@@ -254,7 +276,8 @@ def _is_float(s: str) -> bool:
 
 
 class Tagger(nn.Module):
-    """BiLSTM (+ char BiLSTM) tagger with a softmax or CRF head (equations in the module docstring).
+    """BiLSTM (+ char BiLSTM) tagger with a softmax or CRF head (equations in the module docstring); both
+    encoders take any registered cell (``config.cell``, ``config.char_cell``), LSTM by default.
 
     Args:
         config: the architecture.
@@ -263,7 +286,10 @@ class Tagger(nn.Module):
 
     Example::
 
-        >>> model = Tagger(TaggerConfig(num_words=100, num_tags=17, num_chars=60))
+        >>> model = Tagger(TaggerConfig(num_words=100, num_tags=17, num_chars=60, emb=100, char_emb=32,
+        ...                             char_hidden=64, hidden=192, layers=1, dropout=0.33, crf=False,
+        ...                             use_chars=True, word_pad_id=0, char_pad_id=0, cell="lstm",
+        ...                             char_cell="lstm"))
         >>> batch = collate_tagged([[5, 6, 7]], [[[3, 4], [5], [6, 7, 8]]], [[1, 2, 3]])
         >>> loss_sum, n = model.loss(batch)       # n == 3
         >>> model.eval(); model.predict(batch)    # [[tag, tag, tag]]
@@ -274,17 +300,16 @@ class Tagger(nn.Module):
         self.config = c = config
         self.word_embedding = nn.Embedding(c.num_words, c.emb, padding_idx=c.word_pad_id)
         input_size = c.emb
+        # the encoders keep the names ``char_lstm`` and ``lstm`` (any cell) so that saved runs load
         if c.use_chars:
             self.char_embedding = nn.Embedding(c.num_chars, c.char_emb, padding_idx=c.char_pad_id)
-            self.char_lstm = LSTM(c.char_emb, c.char_hidden, batch_first=True, bidirectional=True)
+            self.char_lstm = recurrent_layer(c.char_cell, c.char_emb, c.char_hidden, bidirectional=True)
             input_size += 2 * c.char_hidden
         else:
             self.char_embedding = self.char_lstm = None
         self.dropout = nn.Dropout(c.dropout)
-        self.lstm = LSTM(
-            input_size, c.hidden, c.layers, batch_first=True, dropout=c.dropout if c.layers > 1 else 0.0,
-            bidirectional=True,
-        )
+        self.lstm = recurrent_layer(c.cell, input_size, c.hidden, c.layers, bidirectional=True,
+                                    dropout=c.dropout if c.layers > 1 else 0.0)
         self.output = nn.Linear(2 * c.hidden, c.num_tags)
         if c.crf:
             trans, start, end = crf_constraints if crf_constraints is not None else (None, None, None)
@@ -339,9 +364,10 @@ class Tagger(nn.Module):
         return torch.arange(steps, device=device).unsqueeze(0) < lengths.to(device).unsqueeze(1)  # (B, T)
 
     def _char_features(self, chars: Tensor, char_lengths: Tensor, mask: Tensor) -> Tensor:
-        """Final states of the char BiLSTM for each real word; zeros at padded words. -> (B, T, 2*Hc)
+        """Character encoder per real word: its forward output at the last character and its backward
+        output at the first (for LSTM: the final states h); zeros at padded words. -> (B, T, 2*Hc)
 
-        The BiLSTM runs once per distinct spelling in the batch (function words and punctuation repeat
+        The encoder runs once per distinct spelling in the batch (function words and punctuation repeat
         a lot: 43% fewer words to encode in UD EWT batches of 32 sentences); the result is the same.
         """
         b, t, c = chars.shape
@@ -351,8 +377,11 @@ class Tagger(nn.Module):
         keys = torch.cat([word_chars, n_chars.unsqueeze(1)], dim=1)  # (N, C + 1): spelling and length
         distinct, which = torch.unique(keys, dim=0, return_inverse=True)  # (U, C + 1), (N,) with U <= N
         spellings, n_distinct = distinct[:, :c], distinct[:, c].cpu()
-        _, (h, _) = self.char_lstm(self.char_embedding(spellings), lengths=n_distinct)  # h: (2, U, Hc)
-        per_word = torch.cat([h[0], h[1]], dim=1)[which]  # (N, 2*Hc)
+        out, _ = self.char_lstm(self.char_embedding(spellings), lengths=n_distinct)  # (U, C, 2*Hc)
+        hc = self.config.char_hidden
+        last = (n_distinct - 1).to(out.device)  # (U,)
+        forward = out[torch.arange(out.size(0), device=out.device), last, :hc]  # (U, Hc)
+        per_word = torch.cat([forward, out[:, 0, hc:]], dim=1)[which]  # (N, 2*Hc)
         out = per_word.new_zeros(b * t, per_word.size(1))
         out[real] = per_word
         return out.view(b, t, -1)  # (B, T, 2*Hc)

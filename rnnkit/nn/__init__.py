@@ -15,6 +15,7 @@ from rnnkit.nn.dropout import LockedDropout, locked_dropout, weight_drop
 from rnnkit.nn.layers import GRU, LSTM, RNN
 from rnnkit.nn.losses import linear_cross_entropy
 from rnnkit.nn.recurrent import Recurrent
+from rnnkit.nn.registry import cell_names, describe_cells, recurrent_layer, register_cell, resolve_cell
 
 __all__ = [
     "AdditiveAttention",
@@ -34,8 +35,13 @@ __all__ = [
     "RecurrentCell",
     "ScaledDotAttention",
     "bio_constraints",
+    "cell_names",
+    "describe_cells",
     "length_mask",
     "linear_cross_entropy",
     "locked_dropout",
+    "recurrent_layer",
+    "register_cell",
+    "resolve_cell",
     "weight_drop",
 ]

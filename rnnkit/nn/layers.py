@@ -42,7 +42,7 @@ from torch.nn.utils.rnn import PackedSequence
 
 from rnnkit.nn.cells import GRUCell, LayerNormGRUCell, LayerNormLSTMCell, LSTMCell, RNNCell
 from rnnkit.nn.dropout import check_probability, weight_drop
-from rnnkit.nn.recurrent import SequenceBatch, check_sequence_input, run_stack
+from rnnkit.nn.recurrent import CellStack, SequenceBatch, check_sequence_input
 
 State = Tensor | tuple[Tensor, Tensor]
 
@@ -53,17 +53,6 @@ _KERNELS = {
     "RNN_RELU": torch._VF.rnn_relu,
 }
 ENGINES = ("auto", "fused", "generic")
-
-
-class _CellStack(torch.nn.Module):
-    """The generic engine's cells, run with the layer's tensors through ``torch.func.functional_call``."""
-
-    def __init__(self, cells: list[torch.nn.Module]) -> None:
-        super().__init__()
-        self.cells = torch.nn.ModuleList(cells)
-
-    def forward(self, data, sizes, states, num_directions, between):  # noqa: ANN001, ANN201
-        return run_stack(self.cells, data, sizes, states, num_directions, between)
 
 
 class _RecurrentLayer(torch.nn.RNNBase):
@@ -142,7 +131,7 @@ class _RecurrentLayer(torch.nn.RNNBase):
             for direction in range(self.num_directions):
                 yield layer, "_reverse" if direction else "", self._make_cell(size, device, dtype)
 
-    def _generic_stack(self) -> tuple[_CellStack, list[tuple[str, str]]]:
+    def _generic_stack(self) -> tuple[CellStack, list[tuple[str, str]]]:
         """Cell templates on the meta device (never registered: the layer owns the parameters) and the map
         ``cells.{k}.{name}`` -> ``{name}_l{layer}{suffix}``."""
         cached = self.__dict__.get("_generic_cache")
@@ -152,7 +141,7 @@ class _RecurrentLayer(torch.nn.RNNBase):
                 for pname, _ in cell.named_parameters():
                     names.append((f"cells.{len(cells)}.{pname}", f"{pname}_l{layer}{suffix}"))
                 cells.append(cell)
-            cached = (_CellStack(cells), names)
+            cached = (CellStack(cells), names)
             self.__dict__["_generic_cache"] = cached
         return cached
 
@@ -161,13 +150,21 @@ class _RecurrentLayer(torch.nn.RNNBase):
         """Whether forward runs torch's fused kernels (else the generic cell loop)."""
         return self.engine == "fused" or (self.engine == "auto" and not self.layer_norm)
 
+    def init_state(
+        self, batch_size: int, *, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> State:
+        """Zero state ``(num_layers * D, B, H_out)``; for LSTM a pair ``(h, c)`` of such tensors."""
+        zeros = torch.zeros(self.num_layers * self.num_directions, batch_size, self.hidden_size, device=device,
+                            dtype=dtype)
+        return (zeros, zeros) if self.mode == "LSTM" else zeros
+
     def _check_state(self, state: State | None, batch: int, like: Tensor) -> list[Tensor]:
         name = type(self).__name__
         expected = (self.num_layers * self.num_directions, batch, self.hidden_size)
         count = 2 if self.mode == "LSTM" else 1
         if state is None:
-            zeros = torch.zeros(expected, dtype=like.dtype, device=like.device)
-            return [zeros] * count
+            zeros = self.init_state(batch, device=like.device, dtype=like.dtype)
+            return list(zeros) if count == 2 else [zeros]
         if count == 2 and (not isinstance(state, tuple | list) or len(state) != 2):
             raise ValueError(f"{name}: expected state as a pair (h, c), got {type(state).__name__}")
         if count == 1 and not isinstance(state, Tensor):

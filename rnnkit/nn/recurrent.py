@@ -22,7 +22,7 @@ from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from rnnkit.nn.cells import State, check_state_like
-from rnnkit.nn.dropout import locked_dropout_mask
+from rnnkit.nn.dropout import check_probability, locked_dropout_mask, weight_drop
 
 
 def _parts(state: State) -> tuple[Tensor, ...]:
@@ -119,6 +119,24 @@ def run_stack(
         if between is not None and layer < num_layers - 1:
             data = between(data)
     return data, finals
+
+
+class CellStack(torch.nn.Module):
+    """Cells run by :func:`run_stack`, as one module so that ``torch.func.functional_call`` can swap their
+    tensors (weight dropout). Parameter names are ``cells.{k}.{name}``."""
+
+    def __init__(self, cells: Sequence[torch.nn.Module]) -> None:
+        super().__init__()
+        self.cells = torch.nn.ModuleList(cells)
+
+    def forward(self, data, sizes, states, num_directions, between):  # noqa: ANN001, ANN201
+        return run_stack(self.cells, data, sizes, states, num_directions, between)
+
+
+def hidden_weight_names(module: torch.nn.Module) -> list[str]:
+    """Names of the hidden-to-hidden weights of ``module``'s parameters: those whose own name starts with
+    ``weight_hh`` (torch.nn's name), the matrices weight dropout acts on."""
+    return [name for name, _ in module.named_parameters() if name.rpartition(".")[2].startswith("weight_hh")]
 
 
 def check_sequence_input(
@@ -252,6 +270,14 @@ class Recurrent(torch.nn.Module):
             ``(T, B, F)``. States are always ``(L*D, B, S)``.
         dropout: dropout on each layer's output except the last, in training. Default 0.
         variational_dropout: if True, that dropout uses one mask per sequence, constant over time.
+        weight_dropout: DropConnect on every hidden-to-hidden weight (each cell parameter whose name starts
+            with ``weight_hh``): one mask per matrix per training forward; the parameters stay the raw
+            weights. A cell without such weights is a ValueError when ``weight_dropout > 0``. Default 0.
+        input_dropout: locked dropout on the input features, in training. Default 0.
+        output_dropout: locked dropout on the last layer's output features, in training. Default 0.
+
+    Random draws in a training forward come in the order of :class:`rnnkit.nn.LSTM`'s: weight-dropout masks
+    (cells in order), the input mask, between-layer masks, the output mask.
 
     Every cell must share ``hidden_size`` and state structure (so the final states stack), and cells of layer
     ``l > 0`` must take ``D * hidden_size`` inputs.
@@ -279,6 +305,9 @@ class Recurrent(torch.nn.Module):
         batch_first: bool = True,
         dropout: float = 0.0,
         variational_dropout: bool = False,
+        weight_dropout: float = 0.0,
+        input_dropout: float = 0.0,
+        output_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         directions = 2 if bidirectional else 1
@@ -286,6 +315,9 @@ class Recurrent(torch.nn.Module):
             raise ValueError(f"Recurrent: num_layers must be >= 1, got {num_layers}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"Recurrent: dropout must be in [0, 1), got {dropout}")
+        self.weight_dropout = check_probability("Recurrent: weight_dropout", weight_dropout)
+        self.input_dropout = check_probability("Recurrent: input_dropout", input_dropout)
+        self.output_dropout = check_probability("Recurrent: output_dropout", output_dropout)
         if isinstance(cell, torch.nn.Module) and not isinstance(cell, torch.nn.ModuleList):
             if num_layers != 1 or bidirectional:
                 raise ValueError(
@@ -334,6 +366,13 @@ class Recurrent(torch.nn.Module):
         self.dropout = float(dropout)
         self.variational_dropout = variational_dropout
         self.last_engine: str | None = None
+        self.__dict__["_stack"] = CellStack(cells)  # the same cells, kept out of _modules (no second copy
+        self._hidden_weights = hidden_weight_names(self._stack)  # in state_dict); ["cells.0.weight_hh", ...]
+        if self.weight_dropout > 0 and not self._hidden_weights:
+            raise ValueError(
+                f"Recurrent: weight_dropout needs hidden-to-hidden weights (parameters named weight_hh*); "
+                f"{type(cells[0]).__name__} has none"
+            )
 
     def init_state(
         self, batch_size: int, *, device: torch.device | str | None = None, dtype: torch.dtype | None = None
@@ -356,13 +395,24 @@ class Recurrent(torch.nn.Module):
         seq = SequenceBatch(input, lengths_cpu, self.batch_first)
         parts = [seq.sort(p) for p in _parts(state)]  # each (L*D, B, S)
         states = [_like(state, [p[k] for p in parts]) for k in range(len(self.cells))]
+        training = self.training
+        dropped = {}
+        if training and self.weight_dropout > 0:
+            weights = dict(self._stack.named_parameters())
+            dropped = {name: weight_drop(weights[name], self.weight_dropout) for name in self._hidden_weights}
+        data = seq.data
+        if training and self.input_dropout > 0:
+            data = seq.locked_dropout(data, self.input_dropout)
         between = None
-        if self.training and self.dropout > 0:
+        if training and self.dropout > 0:
             if self.variational_dropout:
                 between = lambda d: seq.locked_dropout(d, self.dropout)
             else:
                 between = lambda d: F.dropout(d, self.dropout, True)
-        out, finals = run_stack(self.cells, seq.flat(seq.data), seq.sizes, states, self.num_directions, between)
+        args = (seq.flat(data), seq.sizes, states, self.num_directions, between)
+        out, finals = torch.func.functional_call(self._stack, dropped, args) if dropped else self._stack(*args)
+        if training and self.output_dropout > 0:
+            out = seq.locked_dropout(out, self.output_dropout)
         final_parts = [seq.unsort(torch.stack(ps)) for ps in zip(*map(_parts, finals))]  # each (L*D, B, S)
         self.last_engine = "generic"
         return seq.restore(out), _like(state, final_parts)
@@ -371,4 +421,7 @@ class Recurrent(torch.nn.Module):
         text = f"num_layers={self.num_layers}, bidirectional={self.bidirectional}, batch_first={self.batch_first}"
         if self.dropout:
             text += f", dropout={self.dropout}, variational_dropout={self.variational_dropout}"
+        for option in ("weight_dropout", "input_dropout", "output_dropout"):
+            if getattr(self, option):
+                text += f", {option}={getattr(self, option)}"
         return text

@@ -27,6 +27,7 @@ from rnnkit.decode.sampling import generate as sample_tokens
 from rnnkit.errors import ConfigError, DataError
 from rnnkit.metrics.lm import lm_summary
 from rnnkit.models.lm import LanguageModel, LMModelConfig
+from rnnkit.nn.registry import describe_cells, resolve_cell
 from rnnkit.train import run as runs
 from rnnkit.train.checkpoint import load_model_state
 from rnnkit.train.config import TrainConfig, option
@@ -49,7 +50,7 @@ class LMConfig(TrainConfig):
     min_count: int = option(1, "word level: rarer words become <unk>")
     max_vocab: int | None = option(None, "word level: keep at most this many words")
     subword_vocab: int = option(8000, "subword level: BPE vocabulary size")
-    model: str = option("lstm", "recurrent layer", choices=("rnn", "lstm", "gru"))
+    model: str = option("lstm", f"recurrent cell: {describe_cells()}", check=resolve_cell)
     layers: int = option(2, "stacked recurrent layers")
     hidden: int = option(256, "hidden size")
     emb: int = option(128, "embedding size")

@@ -48,6 +48,7 @@ from rnnkit.errors import ConfigError, DataError
 from rnnkit.metrics.lm import perplexity
 from rnnkit.metrics.translation import bleu_from_stats, bleu_stats, corpus_scores, exact_matches
 from rnnkit.models.seq2seq import ATTENTION_TYPES, Seq2Seq, Seq2SeqConfig
+from rnnkit.nn.registry import describe_cells, resolve_cell
 from rnnkit.train import run as runs
 from rnnkit.train.checkpoint import load_model_state
 from rnnkit.train.config import TrainConfig, option
@@ -86,7 +87,8 @@ class Seq2SeqTaskConfig(TrainConfig):
     min_count: int = option(1, "word/char level: rarer symbols become <unk>")
     max_vocab: int | None = option(None, "word/char level: keep at most this many symbols per side")
     subword_vocab: int = option(8000, "subword level: BPE vocabulary size per side")
-    cell: str = option("lstm", "recurrent cell of the encoder and decoder", choices=("lstm", "gru"))
+    cell: str = option("lstm", f"recurrent cell of the encoder and decoder: {describe_cells()}",
+                       check=resolve_cell)
     attention: str = option("additive", "attention over the encoder outputs (none = the classic encoder-decoder)",
                             choices=ATTENTION_TYPES)
     emb: int = option(128, "embedding size (both sides)")

@@ -39,6 +39,7 @@ from rnnkit.errors import ConfigError, DataError
 from rnnkit.metrics.tagging import detect_scheme, span_scores, tagging_report
 from rnnkit.models.tagger import Tagger, TaggerBatch, TaggerConfig, collate_tagged, load_word_vectors
 from rnnkit.nn.crf import bio_constraints
+from rnnkit.nn.registry import describe_cells, resolve_cell
 from rnnkit.train import run as runs
 from rnnkit.train.checkpoint import load_model_state
 from rnnkit.train.config import TrainConfig, option
@@ -71,13 +72,16 @@ class TagConfig(TrainConfig):
     word_vectors: str | None = option(None, "pre-trained word vectors, word2vec/GloVe text format (their "
                                       "size must equal --emb)")
     emb: int = option(100, "word embedding size")
-    chars: bool = option(True, "character BiLSTM encoder for each word")
+    chars: bool = option(True, "character encoder (a BiLSTM by default, see --char-cell) for each word")
     char_emb: int = option(32, "character embedding size")
-    char_hidden: int = option(64, "character BiLSTM hidden size per direction")
+    char_hidden: int = option(64, "character encoder hidden size per direction")
     max_word_chars: int = option(24, "the character encoder reads a word's first and last N/2 characters "
                                  "(0 = all)")
-    hidden: int = option(192, "sentence BiLSTM hidden size per direction")
-    layers: int = option(1, "stacked sentence BiLSTM layers")
+    cell: str = option("lstm", f"recurrent cell of the sentence encoder: {describe_cells()}", check=resolve_cell)
+    char_cell: str = option("lstm", f"recurrent cell of the character encoder: {describe_cells()}",
+                            check=resolve_cell)
+    hidden: int = option(192, "sentence encoder hidden size per direction")
+    layers: int = option(1, "stacked sentence encoder layers")
     dropout: float = option(0.33, "dropout on embeddings, between layers and before the output layer")
     crf: bool = option(False, "linear-chain CRF output layer (Viterbi decoding) instead of a softmax")
     constraints: str = option("auto", "CRF transition constraints: auto = BIO/BIOES constraints when the tag "
@@ -106,7 +110,8 @@ class TagConfig(TrainConfig):
                             num_chars=len(vocabs.chars) if vocabs.chars is not None else 0, emb=self.emb,
                             char_emb=self.char_emb, char_hidden=self.char_hidden, hidden=self.hidden,
                             layers=self.layers, dropout=self.dropout, crf=self.crf, use_chars=self.chars,
-                            word_pad_id=vocabs.words.pad_id, char_pad_id=0)
+                            word_pad_id=vocabs.words.pad_id, char_pad_id=0, cell=self.cell,
+                            char_cell=self.char_cell)
 
 
 # The default run: UPOS on the bundled UD English EWT inside a few minutes on 2 CPU cores.

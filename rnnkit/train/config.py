@@ -15,7 +15,7 @@ import re
 import sys
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -45,9 +45,10 @@ def parse_duration(value: str | float | int) -> float:
 
 
 def option(default: Any, help: str, *, choices: tuple | None = None, duration: bool = False,
-           flag: str | None = None) -> Any:
-    """A config field: default plus the CLI help text and, optionally, its allowed values."""
-    meta = {"help": help, "choices": choices, "duration": duration, "flag": flag}
+           flag: str | None = None, check: Callable[[Any], Any] | None = None) -> Any:
+    """A config field: default plus the CLI help text and, optionally, its allowed values or a ``check``
+    that raises ValueError for a bad value (the message follows ``field 'name':``)."""
+    meta = {"help": help, "choices": choices, "duration": duration, "flag": flag, "check": check}
     return field(default=default, metadata=meta)
 
 
@@ -145,6 +146,12 @@ def coerce(cls: type, name: str, value: Any, source: str) -> Any:
     choices = f.metadata.get("choices")
     if choices and out not in choices:
         raise ConfigError(f"{where}: {out!r} is not one of {', '.join(map(str, choices))}")
+    check = f.metadata.get("check")
+    if check is not None:
+        try:
+            check(out)
+        except ValueError as e:
+            raise ConfigError(f"{where}: {e}") from None
     return out
 
 

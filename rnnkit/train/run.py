@@ -208,9 +208,12 @@ def read_vocabularies(run_dir: Path, what: str, from_dict: Callable[[Any], T]) -
 
 
 def check_model_config(ckpt: ck.Checkpoint, model_config: Any) -> None:
-    """The checkpoint's model must be the one the run's config describes (``model_config.to_dict()``)."""
+    """The checkpoint's model must be the one the run's config describes (``model_config.to_dict()``); a
+    field missing from the checkpoint has its ``ADDED_FIELDS`` value (runs saved before the field existed)."""
     expected = model_config.to_dict()
     saved = ckpt.meta.get("model_config")
+    if isinstance(saved, dict):  # saved before a field existed: the value every such run had
+        saved = {**type(model_config).ADDED_FIELDS, **saved}
     if saved == expected:
         return
     diff = next((k for k, v in expected.items() if not isinstance(saved, dict) or saved.get(k) != v), "model_config")
