@@ -28,12 +28,13 @@ import common  # noqa: E402
 
 from rnnkit.decode.sampling import generate, sample_next  # noqa: E402
 from rnnkit.models.lm import LanguageModel, LMModelConfig  # noqa: E402
+from rnnkit.tasks.lm import LMConfig  # noqa: E402
 
-MODELS = {  # vocabulary, embedding, hidden, layers
-    "char-2x512": LMModelConfig(vocab_size=65, emb=128, hidden=512, layers=2),
-    "word-2x650": LMModelConfig(vocab_size=10_000, emb=650, hidden=650, layers=2),
+MODELS = {  # vocabulary, embedding, hidden, layers (2, the task's default)
+    "char-2x512": LMConfig(emb=128, hidden=512).model_config(vocab_size=65),
+    "word-2x650": LMConfig(emb=650, hidden=650).model_config(vocab_size=10_000),
 }
-QUICK = LMModelConfig(vocab_size=50, emb=8, hidden=16, layers=2)
+QUICK = LMConfig(emb=8, hidden=16).model_config(vocab_size=50)
 
 
 @torch.no_grad()

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from rnnkit.models.lm import LanguageModel, LMModelConfig
+from rnnkit.models.lm import LanguageModel
 
 
 class RefLM(nn.Module):
@@ -80,7 +80,7 @@ def rnnkit_steps(B: int, T: int, V: int, device: torch.device, precision: str):
 
     cfg = LMConfig(batch_size=B, bptt=T, hidden=650, emb=650, dropout=0.0, lr=1e-3, clip=5.0, epochs=1000,
                    max_steps=None, time_budget=None, log_every=10**9, precision=precision)
-    model = LanguageModel(LMModelConfig(vocab_size=V, emb=650, hidden=650, layers=2)).to(device)
+    model = LanguageModel(cfg.model_config(vocab_size=V)).to(device)  # 2 layers, the task's default
     ids = torch.randint(V, (100_000,))
     task = LMTask(cfg, ids, None, device)
     trainer = Trainer(model, task, cfg, Path(tempfile.mkdtemp()), meta={}, device=device, progress=False)

@@ -109,10 +109,10 @@ def test_eval_batches_cover_every_prediction_once():
 
 
 def test_masked_nll_ignores_padding():
-    from rnnkit.models.lm import LanguageModel, LMModelConfig
+    from rnnkit.models.lm import LanguageModel
 
     torch.manual_seed(0)
-    model = LanguageModel(LMModelConfig(vocab_size=11, emb=8, hidden=8, layers=1)).eval()
+    model = LanguageModel(lm.LMConfig(emb=8, hidden=8, layers=1).model_config(vocab_size=11)).eval()
     x = torch.randint(11, (2, 6))
     y = torch.randint(11, (2, 6))
     y_masked = y.clone()
@@ -305,5 +305,5 @@ def test_without_validation_best_is_last_and_init_range(tmp_path, corpus):
     loaded = lm.load(tmp_path / "r")
     for (name, a), b in zip(run.model.state_dict().items(), loaded.model.state_dict().values()):
         assert torch.equal(a, b), name
-    fresh = lm.LanguageModel(lm.LMModelConfig(vocab_size=20, emb=8, hidden=8, init_range=0.05))
+    fresh = lm.LanguageModel(lm.LMConfig(emb=8, hidden=8, init_range=0.05).model_config(vocab_size=20))
     assert all(p.abs().max() <= 0.05 for p in fresh.parameters())

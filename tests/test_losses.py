@@ -99,14 +99,16 @@ def test_shape_and_dtype_errors():
 def test_language_model_fused_loss_equals_log_softmax_nll(tie, monkeypatch):
     """LanguageModel.loss takes the fused path on a CPU at large vocabularies: same loss and gradients."""
     from rnnkit.models import lm
-    from rnnkit.models.lm import FUSED_LOSS_MIN_VOCAB, LanguageModel, LMModelConfig
+    from rnnkit.models.lm import FUSED_LOSS_MIN_VOCAB, LanguageModel
+    from rnnkit.tasks.lm import LMConfig
 
     calls = []
     monkeypatch.setattr(lm, "linear_cross_entropy", lambda *a, **k: calls.append(1) or linear_cross_entropy(*a, **k))
 
     torch.manual_seed(0)
     v = FUSED_LOSS_MIN_VOCAB + 5
-    model = LanguageModel(LMModelConfig(vocab_size=v, emb=8, hidden=8, layers=1, tie_weights=tie)).double()
+    cfg = LMConfig(emb=8, hidden=8, layers=1, dropout=0.0, tie_weights=tie)
+    model = LanguageModel(cfg.model_config(vocab_size=v)).double()
     x, y = torch.randint(v, (3, 5)), torch.randint(v, (3, 5))
     y[0, :2] = -100
     got, _ = model.loss(x, y)

@@ -207,7 +207,8 @@ def test_nbest_is_sorted_distinct_and_validated():
 def tiny_seq2seq(attention="general", cell="gru", seed=0):
     torch.manual_seed(seed)
     config = Seq2SeqConfig(src_vocab_size=7, tgt_vocab_size=5, pad_id=0, bos_id=1, eos_id=2, cell=cell,
-                           attention=attention, emb=6, enc_hidden=4, hidden=8, dropout=0.3)
+                           attention=attention, emb=6, enc_hidden=4, hidden=8, layers=1, dropout=0.3,
+                           share_embeddings=False, tie_weights=False)
     model = Seq2Seq(config)
     with torch.no_grad():  # sharpen the random distributions a little
         model.output.weight.mul_(4.0)

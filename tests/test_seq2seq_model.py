@@ -18,7 +18,8 @@ ALL = [(attention, cell) for attention in ATTENTION_TYPES for cell in ("lstm", "
 def make(attention="additive", cell="lstm", layers=2, seed=0, **kwargs):
     torch.manual_seed(seed)
     fields = dict(src_vocab_size=11, tgt_vocab_size=13, pad_id=PAD, bos_id=BOS, eos_id=EOS, cell=cell,
-                  attention=attention, emb=8, enc_hidden=5, hidden=10, layers=layers, dropout=0.3)
+                  attention=attention, emb=8, enc_hidden=5, hidden=10, layers=layers, dropout=0.3,
+                  share_embeddings=False, tie_weights=False)
     fields.update(kwargs)
     return Seq2Seq(Seq2SeqConfig(**fields))
 
@@ -151,10 +152,10 @@ def test_tied_and_shared_embeddings():
 def test_config_round_trip_and_errors():
     config = make().config
     assert Seq2SeqConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
-    base = dict(src_vocab_size=11, tgt_vocab_size=13, pad_id=0, bos_id=1, eos_id=2)
+    base = config.to_dict()
     bad = [
         ({"attention": "bahdanau"}, "attention must be one of additive, dot, general, scaled, none"),
-        ({"cell": "rnn"}, "cell must be one of lstm, gru"),
+        ({"cell": "foo"}, "cell: unknown cell 'foo' \\(choose from rnn, lstm, gru, ln-lstm, ln-gru"),
         ({"attention": "dot", "enc_hidden": 4, "hidden": 10}, "attention=dot needs hidden == 2 \\* enc_hidden"),
         ({"tie_weights": True, "emb": 8, "hidden": 10}, "tie_weights needs emb == hidden"),
         ({"share_embeddings": True}, "share_embeddings needs one vocabulary"),
@@ -198,7 +199,8 @@ def test_overfits_a_tiny_reversal_task(attention, cell):
         tgt_in[i, : m + 1] = torch.tensor([BOS, *rev])
         tgt_out[i, : m + 1] = torch.tensor([*rev, EOS])
     config = Seq2SeqConfig(src_vocab_size=9, tgt_vocab_size=9, pad_id=PAD, bos_id=BOS, eos_id=EOS, cell=cell,
-                           attention=attention, emb=16, enc_hidden=16, hidden=32, dropout=0.0)
+                           attention=attention, emb=16, enc_hidden=16, hidden=32, layers=1, dropout=0.0,
+                           share_embeddings=False, tie_weights=False)
     model = Seq2Seq(config)
 
     def n_correct():

@@ -33,7 +33,7 @@ HEADS = [
 
 def _config(**kw) -> TaggerConfig:
     base = dict(num_words=20, num_tags=5, num_chars=12, emb=8, char_emb=6, char_hidden=5, hidden=7, layers=2,
-                dropout=0.3)
+                dropout=0.3, crf=False, use_chars=True, word_pad_id=0, char_pad_id=0, cell="lstm", char_cell="lstm")
     base.update(kw)
     return TaggerConfig(**base)
 
@@ -150,8 +150,8 @@ def test_overfits_tiny_tagging_set(crf):
     """Tags depend on the word and its left neighbour; the model must fit 40 sentences exactly."""
     torch.manual_seed(0)
     rng = random.Random(0)
-    cfg = TaggerConfig(num_words=12, num_tags=4, num_chars=8, emb=16, char_emb=8, char_hidden=8, hidden=24,
-                       layers=1, dropout=0.0, crf=crf)
+    cfg = _config(num_words=12, num_tags=4, num_chars=8, emb=16, char_emb=8, char_hidden=8, hidden=24,
+                  layers=1, dropout=0.0, crf=crf)
     sents = []
     for _ in range(40):
         words = [rng.randrange(1, 12) for _ in range(rng.randint(2, 7))]
@@ -184,8 +184,8 @@ def test_config_json_round_trip_and_validation():
     with pytest.raises(ValueError, match="unknown TaggerConfig fields: bogus"):
         TaggerConfig.from_dict({**d, "bogus": 1})
     with pytest.raises(ValueError, match="num_chars must be >= 1 when use_chars"):
-        TaggerConfig(num_words=5, num_tags=3)
-    assert TaggerConfig(num_words=5, num_tags=3, use_chars=False).num_chars == 0
+        _config(num_chars=0)
+    assert _config(num_chars=0, use_chars=False).num_chars == 0
     with pytest.raises(ValueError, match="dropout must be in"):
         _config(dropout=1.0)
     with pytest.raises(ValueError, match="crf_constraints need config.crf=True"):
@@ -226,7 +226,7 @@ def test_load_word_vectors_formats(tmp_path):
     vectors, found = load_word_vectors(w2v, vocab.itos)
     assert vectors[3].tolist() == [1, 1]  # exact match beats the lowercase one
     assert vectors[5].tolist() == pytest.approx([-0.5, 0.1])
-    model = Tagger(TaggerConfig(num_words=6, num_tags=2, emb=2, use_chars=False))
+    model = Tagger(_config(num_words=6, num_tags=2, emb=2, use_chars=False))
     before = model.word_embedding.weight.detach().clone()
     assert model.set_word_vectors(vectors, found) == 2
     assert model.word_embedding.weight[5].tolist() == pytest.approx([-0.5, 0.1])
