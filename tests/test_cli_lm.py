@@ -86,7 +86,8 @@ def test_config_file_and_flags_win(tmp_path, files, capsys):
     ('hiden = 3\n', "c.toml: unknown field 'hiden'"),
     ('hidden = "big"\n', "c.toml: field 'hidden': expected an integer"),
     ('hidden = [\n', "c.toml: ill-formed config"),
-    ('model = "transformer"\n', "c.toml: field 'model': 'transformer' is not one of rnn, lstm, gru"),
+    ('model = "transformer"\n', "c.toml: field 'model': unknown cell 'transformer' (choose from rnn, lstm, gru, "
+                                "ln-lstm, ln-gru or package.module:ClassName)"),
 ])
 def test_bad_config_file(tmp_path, files, capsys, content, message):
     cfg = tmp_path / "c.toml"

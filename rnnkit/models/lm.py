@@ -48,7 +48,10 @@ class LMModelConfig:
     init_range: float | None  # all weights uniform in [-r, r] (Zaremba et al.); None: torch's init
 
     def __post_init__(self) -> None:
-        resolve_cell(self.model)  # ValueError naming the cell
+        try:
+            resolve_cell(self.model)
+        except ValueError as e:
+            raise ValueError(f"model: {e}") from None
         if self.tie_weights and self.emb != self.hidden:
             raise ValueError(f"tie_weights needs emb == hidden, got emb={self.emb}, hidden={self.hidden}")
         if self.softmax not in ("full", "adaptive"):
