@@ -254,16 +254,17 @@ def train_task(task: str, cell: str, files, out):
 
 
 def outputs(task: str, run):
-    """Deterministic model outputs of a loaded run (eval mode)."""
+    """Deterministic outputs of a loaded run: model outputs (eval mode) and what the Run API makes (LM
+    sampling carries the state; beam search reorders it)."""
     model = run.model
     torch.manual_seed(0)
     if task == "lm":
-        return model(torch.randint(len(run.tokenizer.vocab), (2, 7)))[0]
+        return model(torch.randint(len(run.tokenizer.vocab), (2, 7)))[0], run.generate("the", length=5, seed=1)
     if task == "tag":
         return run.predict([["the", "cat", "sat"], ["a", "dog"]]), model.word_embedding.weight
     src = torch.randint(4, len(run.tokenizers.source.vocab), (2, 4))
     tgt = torch.randint(4, len(run.tokenizers.target.vocab), (2, 3))
-    return model(src, torch.tensor([4, 2]), tgt)
+    return model(src, torch.tensor([4, 2]), tgt), run.translate(["the cat", "a dog sat"], beam=3, max_len_b=4)
 
 
 def field_of(task: str) -> str:
