@@ -156,7 +156,7 @@ class _RecurrentLayer(torch.nn.RNNBase):
         """Zero state ``(num_layers * D, B, H_out)``; for LSTM a pair ``(h, c)`` of such tensors."""
         zeros = torch.zeros(self.num_layers * self.num_directions, batch_size, self.hidden_size, device=device,
                             dtype=dtype)
-        return (zeros, zeros) if self.mode == "LSTM" else zeros
+        return (zeros, torch.zeros_like(zeros)) if self.mode == "LSTM" else zeros
 
     def _check_state(self, state: State | None, batch: int, like: Tensor) -> list[Tensor]:
         name = type(self).__name__
