@@ -12,6 +12,7 @@ import time
 import pytest
 
 from rnnkit.cli.main import main
+from rnnkit.nn import cell_names
 from tests.test_lm_task import make_text
 
 TINY = ["--hidden", "16", "--emb", "8", "--layers", "1", "--batch-size", "4", "--bptt", "8", "--threads", "1",
@@ -86,8 +87,8 @@ def test_config_file_and_flags_win(tmp_path, files, capsys):
     ('hiden = 3\n', "c.toml: unknown field 'hiden'"),
     ('hidden = "big"\n', "c.toml: field 'hidden': expected an integer"),
     ('hidden = [\n', "c.toml: ill-formed config"),
-    ('model = "transformer"\n', "c.toml: field 'model': unknown cell 'transformer' (choose from rnn, lstm, gru, "
-                                "ln-lstm, ln-gru or package.module:ClassName)"),
+    ('model = "transformer"\n', f"c.toml: field 'model': unknown cell 'transformer' (choose from "
+                                f"{', '.join(cell_names())} or package.module:ClassName)"),
 ])
 def test_bad_config_file(tmp_path, files, capsys, content, message):
     cfg = tmp_path / "c.toml"

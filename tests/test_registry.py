@@ -83,7 +83,7 @@ def test_builtin_names():
 
 
 @pytest.mark.parametrize("cell, message", [
-    ("foo", "unknown cell 'foo' (choose from rnn, lstm, gru, ln-lstm, ln-gru or package.module:ClassName)"),
+    ("foo", f"unknown cell 'foo' (choose from {', '.join(cell_names())} or package.module:ClassName)"),
     ("no_such_pkg.cells:X", "cannot import cell 'no_such_pkg.cells:X' (ModuleNotFoundError: No module named "
                             "'no_such_pkg')"),
     ("tests.test_registry:Gone", "cannot import cell 'tests.test_registry:Gone' (module 'tests.test_registry' "
@@ -308,8 +308,7 @@ def test_help_lists_the_cells(capsys):
     with pytest.raises(SystemExit):
         main(["tag", "train", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "recurrent cell of the character encoder: rnn, lstm, gru, ln-lstm, ln-gru or package.module:ClassName" \
-        in text
+    assert f"recurrent cell of the character encoder: {', '.join(cell_names())} or package.module:ClassName" in text
 
 
 def test_a_run_whose_cell_cannot_be_imported_is_a_one_line_error(files, tmp_path, monkeypatch):
