@@ -30,6 +30,7 @@ from rnnkit.data.batching import pad_batch
 from rnnkit.data.files import read_lines
 from rnnkit.data.vocab import Vocab
 from rnnkit.errors import DataError
+from rnnkit.models.chars import char_features, make_char_encoder, reset_char_embedding
 from rnnkit.nn.crf import CRF
 from rnnkit.nn.layers import LSTM
 
@@ -275,8 +276,8 @@ class Tagger(nn.Module):
         self.word_embedding = nn.Embedding(c.num_words, c.emb, padding_idx=c.word_pad_id)
         input_size = c.emb
         if c.use_chars:
-            self.char_embedding = nn.Embedding(c.num_chars, c.char_emb, padding_idx=c.char_pad_id)
-            self.char_lstm = LSTM(c.char_emb, c.char_hidden, batch_first=True, bidirectional=True)
+            self.char_embedding, self.char_lstm = make_char_encoder(c.num_chars, c.char_emb, c.char_hidden,
+                                                                    c.char_pad_id)
             input_size += 2 * c.char_hidden
         else:
             self.char_embedding = self.char_lstm = None
@@ -300,9 +301,7 @@ class Tagger(nn.Module):
         with torch.no_grad():
             self.word_embedding.weight[self.config.word_pad_id].zero_()
         if self.char_embedding is not None:
-            nn.init.uniform_(self.char_embedding.weight, -0.1, 0.1)
-            with torch.no_grad():
-                self.char_embedding.weight[self.config.char_pad_id].zero_()
+            reset_char_embedding(self.char_embedding)
 
     @torch.no_grad()
     def set_word_vectors(self, vectors: Tensor, found: Tensor | None = None) -> int:
@@ -338,25 +337,6 @@ class Tagger(nn.Module):
     def _mask(self, lengths: Tensor, steps: int, device: torch.device) -> Tensor:
         return torch.arange(steps, device=device).unsqueeze(0) < lengths.to(device).unsqueeze(1)  # (B, T)
 
-    def _char_features(self, chars: Tensor, char_lengths: Tensor, mask: Tensor) -> Tensor:
-        """Final states of the char BiLSTM for each real word; zeros at padded words. -> (B, T, 2*Hc)
-
-        The BiLSTM runs once per distinct spelling in the batch (function words and punctuation repeat
-        a lot: 43% fewer words to encode in UD EWT batches of 32 sentences); the result is the same.
-        """
-        b, t, c = chars.shape
-        real = mask.reshape(-1)  # (B*T,)
-        word_chars = chars.reshape(b * t, c)[real]  # (N, C), N real words
-        n_chars = char_lengths.reshape(b * t)[real.cpu()].to(word_chars.device)  # (N,)
-        keys = torch.cat([word_chars, n_chars.unsqueeze(1)], dim=1)  # (N, C + 1): spelling and length
-        distinct, which = torch.unique(keys, dim=0, return_inverse=True)  # (U, C + 1), (N,) with U <= N
-        spellings, n_distinct = distinct[:, :c], distinct[:, c].cpu()
-        _, (h, _) = self.char_lstm(self.char_embedding(spellings), lengths=n_distinct)  # h: (2, U, Hc)
-        per_word = torch.cat([h[0], h[1]], dim=1)[which]  # (N, 2*Hc)
-        out = per_word.new_zeros(b * t, per_word.size(1))
-        out[real] = per_word
-        return out.view(b, t, -1)  # (B, T, 2*Hc)
-
     def forward(
         self,
         words: Tensor,
@@ -379,7 +359,8 @@ class Tagger(nn.Module):
         mask = self._mask(lengths, words.size(1), words.device)
         x = self.word_embedding(words)  # (B, T, E)
         if self.char_lstm is not None:
-            x = torch.cat([x, self._char_features(chars, char_lengths, mask)], dim=2)  # (B, T, E + 2*Hc)
+            chars_x = char_features(self.char_embedding, self.char_lstm, chars, char_lengths, mask)
+            x = torch.cat([x, chars_x], dim=2)  # (B, T, E + 2*Hc)
         h, _ = self.lstm(self.dropout(x), lengths=lengths.cpu())  # (B, T, 2*H)
         return self.output(self.dropout(h))  # (B, T, K)
 
