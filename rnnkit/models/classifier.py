@@ -2,7 +2,7 @@ r"""Text classifier: word (+ character BiLSTM) embeddings -> recurrent stack -> 
 
 For a text of tokens ``w_1 .. w_n``::
 
-    x_t = dropout([E[w_t]; c_t])             (B, T, E [+ 2*Hc]); c_t from the tagger's char encoder
+    x_t = dropout([E[w_t]; c_t])             (B, T, E [+ 2*Hc]); c_t: the tagger's char encoder (models/chars.py)
     h_t = RNN^L(x)_t                         (B, T, D*H), D = 2 when bidirectional; given the lengths
     z   = pool(h_1 .. h_n)                   (B, P)
     s   = W dropout(z) + b                   (B, K) class scores
@@ -33,14 +33,14 @@ direction, H hidden size per direction, D directions, r attention heads, K class
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rnnkit.models.chars import char_features, make_char_encoder, reset_char_embedding
+from rnnkit.models.chars import WordCharInput, check_input_fields
 from rnnkit.models.tagger import collate_tagged
 from rnnkit.nn.layers import GRU, LSTM, RNN
 
@@ -113,9 +113,8 @@ class ClassifierConfig:
             raise ValueError(f"cell must be one of {', '.join(CELLS)}, got {self.cell!r}")
         if self.pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {self.pooling!r}")
-        needed = ["num_words", "emb", "hidden", "layers"]
-        needed += ["attention_hidden", "attention_heads"] if self.pooling == "attention" else []
-        needed += ["num_chars", "char_emb", "char_hidden"] if self.use_chars else []
+        check_input_fields(self)
+        needed = ["hidden", "layers"] + (["attention_hidden", "attention_heads"] if self.pooling == "attention" else [])
         for name in needed:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -124,10 +123,6 @@ class ClassifierConfig:
             raise ValueError(f"num_classes must be >= {least}, got {self.num_classes}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        if not 0 <= self.word_pad_id < self.num_words:
-            raise ValueError(f"word_pad_id must be in [0, {self.num_words}), got {self.word_pad_id}")
-        if self.use_chars and not 0 <= self.char_pad_id < self.num_chars:
-            raise ValueError(f"char_pad_id must be in [0, {self.num_chars}), got {self.char_pad_id}")
 
     @property
     def num_directions(self) -> int:
@@ -162,9 +157,9 @@ class ClassifierBatch:
     targets: Tensor | None = None
 
     def to(self, device: torch.device | str) -> ClassifierBatch:
-        move = lambda x: None if x is None else x.to(device)
-        return ClassifierBatch(move(self.words), self.lengths, move(self.chars), self.char_lengths,
-                               move(self.targets))
+        """The batch with its id and target tensors on ``device`` (lengths stay on the CPU)."""
+        moved = {k: getattr(self, k) for k in ("words", "chars", "targets") if getattr(self, k) is not None}
+        return replace(self, **{k: v.to(device) for k, v in moved.items()})
 
     @property
     def num_examples(self) -> int:
@@ -269,7 +264,7 @@ class ClassifierOutput(NamedTuple):
     attention: Tensor | None
 
 
-class Classifier(nn.Module):
+class Classifier(WordCharInput):
     """Recurrent text classifier (equations in the module docstring).
 
     Example::
@@ -285,14 +280,7 @@ class Classifier(nn.Module):
     def __init__(self, config: ClassifierConfig) -> None:
         super().__init__()
         self.config = c = config
-        self.word_embedding = nn.Embedding(c.num_words, c.emb, padding_idx=c.word_pad_id)
-        input_size = c.emb
-        if c.use_chars:
-            self.char_embedding, self.char_lstm = make_char_encoder(c.num_chars, c.char_emb, c.char_hidden,
-                                                                    c.char_pad_id)
-            input_size += 2 * c.char_hidden
-        else:
-            self.char_embedding = self.char_lstm = None
+        input_size = self._build_input(c)
         self.dropout = nn.Dropout(c.dropout)
         self.rnn = build_recurrent(c.cell, input_size, c.hidden, c.layers, c.dropout, c.bidirectional)
         features = c.num_directions * c.hidden
@@ -305,33 +293,12 @@ class Classifier(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        nn.init.uniform_(self.word_embedding.weight, -0.1, 0.1)
-        with torch.no_grad():
-            self.word_embedding.weight[self.config.word_pad_id].zero_()
-        if self.char_embedding is not None:
-            reset_char_embedding(self.char_embedding)
-
-    def _check(self, words: Tensor, chars: Tensor | None, lengths: Tensor, char_lengths: Tensor | None) -> None:
-        if words.dim() != 2:
-            raise ValueError(f"words: expected shape (B, T), got {tuple(words.shape)}")
-        b, t = words.shape
-        if tuple(lengths.shape) != (b,):
-            raise ValueError(f"lengths: expected shape ({b},), got {tuple(lengths.shape)}")
-        if self.config.use_chars:
-            if chars is None or char_lengths is None:
-                raise ValueError("chars and char_lengths are required when config.use_chars")
-            if chars.dim() != 3 or tuple(chars.shape[:2]) != (b, t) or tuple(char_lengths.shape) != (b, t):
-                raise ValueError(f"chars, char_lengths: expected shapes ({b}, {t}, C) and ({b}, {t}), got "
-                                 f"{tuple(chars.shape)} and {tuple(char_lengths.shape)}")
+        self._reset_input()
 
     def encode(self, words: Tensor, chars: Tensor | None, lengths: Tensor,
                char_lengths: Tensor | None) -> tuple[Tensor, Tensor]:
         """The recurrent stack's outputs ``(B, T, D*H)`` (0 at padded steps) and the mask ``(B, T)``."""
-        self._check(words, chars, lengths, char_lengths)
-        mask = torch.arange(words.size(1), device=words.device)[None, :] < lengths.to(words.device)[:, None]
-        x = self.word_embedding(words)  # (B, T, E)
-        if self.char_lstm is not None:
-            x = torch.cat([x, char_features(self.char_embedding, self.char_lstm, chars, char_lengths, mask)], 2)
+        x, mask = self._embed(words, chars, lengths, char_lengths)  # (B, T, E [+ 2*Hc])
         h, _ = self.rnn(self.dropout(x), lengths=lengths.cpu())  # (B, T, D*H)
         return h, mask
 

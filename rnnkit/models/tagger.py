@@ -30,7 +30,7 @@ from rnnkit.data.batching import pad_batch
 from rnnkit.data.files import read_lines
 from rnnkit.data.vocab import Vocab
 from rnnkit.errors import DataError
-from rnnkit.models.chars import char_features, make_char_encoder, reset_char_embedding
+from rnnkit.models.chars import WordCharInput, check_input_fields
 from rnnkit.nn.crf import CRF
 from rnnkit.nn.layers import LSTM
 
@@ -72,19 +72,12 @@ class TaggerConfig:
     char_pad_id: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("num_words", "num_tags", "emb", "hidden", "layers"):
+        check_input_fields(self)
+        for name in ("num_tags", "hidden", "layers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.use_chars:
-            for name in ("num_chars", "char_emb", "char_hidden"):
-                if getattr(self, name) < 1:
-                    raise ValueError(f"{name} must be >= 1 when use_chars, got {getattr(self, name)}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        if not 0 <= self.word_pad_id < self.num_words:
-            raise ValueError(f"word_pad_id must be in [0, {self.num_words}), got {self.word_pad_id}")
-        if self.use_chars and not 0 <= self.char_pad_id < self.num_chars:
-            raise ValueError(f"char_pad_id must be in [0, {self.num_chars}), got {self.char_pad_id}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -254,7 +247,7 @@ def _is_float(s: str) -> bool:
     return True
 
 
-class Tagger(nn.Module):
+class Tagger(WordCharInput):
     """BiLSTM (+ char BiLSTM) tagger with a softmax or CRF head (equations in the module docstring).
 
     Args:
@@ -273,14 +266,7 @@ class Tagger(nn.Module):
     def __init__(self, config: TaggerConfig, *, crf_constraints: tuple[Tensor, Tensor, Tensor] | None = None):
         super().__init__()
         self.config = c = config
-        self.word_embedding = nn.Embedding(c.num_words, c.emb, padding_idx=c.word_pad_id)
-        input_size = c.emb
-        if c.use_chars:
-            self.char_embedding, self.char_lstm = make_char_encoder(c.num_chars, c.char_emb, c.char_hidden,
-                                                                    c.char_pad_id)
-            input_size += 2 * c.char_hidden
-        else:
-            self.char_embedding = self.char_lstm = None
+        input_size = self._build_input(c)
         self.dropout = nn.Dropout(c.dropout)
         self.lstm = LSTM(
             input_size, c.hidden, c.layers, batch_first=True, dropout=c.dropout if c.layers > 1 else 0.0,
@@ -297,11 +283,7 @@ class Tagger(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        nn.init.uniform_(self.word_embedding.weight, -0.1, 0.1)
-        with torch.no_grad():
-            self.word_embedding.weight[self.config.word_pad_id].zero_()
-        if self.char_embedding is not None:
-            reset_char_embedding(self.char_embedding)
+        self._reset_input()
 
     @torch.no_grad()
     def set_word_vectors(self, vectors: Tensor, found: Tensor | None = None) -> int:
@@ -319,23 +301,6 @@ class Tagger(nn.Module):
         rows[self.config.word_pad_id] = False
         self.word_embedding.weight[rows] = vectors[rows].to(self.word_embedding.weight)
         return int(rows.sum())
-
-    def _check(self, words: Tensor, chars: Tensor | None, lengths: Tensor, char_lengths: Tensor | None) -> None:
-        if words.dim() != 2:
-            raise ValueError(f"words: expected shape (B, T), got {tuple(words.shape)}")
-        b, t = words.shape
-        if tuple(lengths.shape) != (b,):
-            raise ValueError(f"lengths: expected shape ({b},), got {tuple(lengths.shape)}")
-        if self.config.use_chars:
-            if chars is None or char_lengths is None:
-                raise ValueError("chars and char_lengths are required when config.use_chars")
-            if chars.dim() != 3 or tuple(chars.shape[:2]) != (b, t):
-                raise ValueError(f"chars: expected shape ({b}, {t}, C), got {tuple(chars.shape)}")
-            if tuple(char_lengths.shape) != (b, t):
-                raise ValueError(f"char_lengths: expected shape ({b}, {t}), got {tuple(char_lengths.shape)}")
-
-    def _mask(self, lengths: Tensor, steps: int, device: torch.device) -> Tensor:
-        return torch.arange(steps, device=device).unsqueeze(0) < lengths.to(device).unsqueeze(1)  # (B, T)
 
     def forward(
         self,
@@ -355,12 +320,7 @@ class Tagger(nn.Module):
         Returns:
             ``(B, T, K)`` scores; values at padded positions are meaningless.
         """
-        self._check(words, chars, lengths, char_lengths)
-        mask = self._mask(lengths, words.size(1), words.device)
-        x = self.word_embedding(words)  # (B, T, E)
-        if self.char_lstm is not None:
-            chars_x = char_features(self.char_embedding, self.char_lstm, chars, char_lengths, mask)
-            x = torch.cat([x, chars_x], dim=2)  # (B, T, E + 2*Hc)
+        x, _ = self._embed(words, chars, lengths, char_lengths)  # (B, T, E + 2*Hc)
         h, _ = self.lstm(self.dropout(x), lengths=lengths.cpu())  # (B, T, 2*H)
         return self.output(self.dropout(h))  # (B, T, K)
 
