@@ -149,6 +149,9 @@ def test_json_lines(tmp_path):
         '{"text": "a", "label": true}': "the label must be a string, an integer or a list of them, got bool",
         '{"text": 5, "label": "x"}': "the text must be a string, got int",
     }
+    assert _error(ConfigError, read_classified, path, text_column=0) == "text_column: JSON lines take a key name, got 0"
+    assert _error(ConfigError, read_classified, path, header=True) == (
+        f"header and delimiter are for tsv/csv files, not jsonl ({path})")
     for line, message in cases.items():
         bad = _write(tmp_path, "bad.jsonl", '{"text": "ok", "label": "x"}\n' + line + "\n")
         assert _error(DataError, read_classified, bad) == f"{bad}:2: {message}"

@@ -395,11 +395,11 @@ def choose_threshold(probs: Tensor, targets: Tensor) -> float:
     """
     if probs.shape != targets.shape:
         raise ValueError(f"probs and targets: expected one shape, got {tuple(probs.shape)} and {tuple(targets.shape)}")
-    gold = targets.reshape(-1).to(torch.float64)
+    gold = targets.detach().reshape(-1).to("cpu", torch.float64)
     total = float(gold.sum())
     if total == 0:
         raise ValueError("choose_threshold: the validation data have no gold label")
-    scores, order = probs.reshape(-1).to(torch.float64).sort(descending=True)
+    scores, order = probs.detach().reshape(-1).to("cpu", torch.float64).sort(descending=True)
     tp = gold[order].cumsum(0)  # true positives when the top i+1 scores are predicted
     predicted = torch.arange(1, len(scores) + 1, dtype=torch.float64)
     last_of_run = torch.ones_like(scores, dtype=torch.bool)  # cuts only where the score changes
