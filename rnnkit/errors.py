@@ -17,6 +17,10 @@ class DataError(RnnkitError):
     """A data file is missing, empty, binary, not UTF-8 or malformed (message: ``path:line: ...``)."""
 
 
+class EncodingError(DataError):
+    """A text file's bytes are not valid in the encoding it is read with (message: ``path:line: ...``)."""
+
+
 class ConfigError(RnnkitError):
     """A config value or flag is unknown, ill-typed or out of range (message names the field)."""
 

@@ -1,4 +1,5 @@
-"""Plots: training curves from ``metrics.jsonl`` and attention heatmaps (matplotlib, no display needed)."""
+"""Plots: training curves from ``metrics.jsonl``, attention heatmaps, attention-pooling weights over a text
+and confusion matrices (matplotlib, no display needed)."""
 
 from __future__ import annotations
 
@@ -68,6 +69,46 @@ def plot_attention(weights: Sequence[Sequence[float]], source: Sequence[str], ta
     ax.set_xlabel("source")
     ax.set_ylabel("output")
     fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return Path(out)
+
+
+def plot_word_weights(weights: Sequence[Sequence[float]], tokens: Sequence[str], out: str | Path) -> Path:
+    """Attention-pooling weights over a text's words (one row per head, a heat strip) into ``out``.
+
+    Args:
+        weights: ``r`` rows of ``len(tokens)`` weights (``Classifier`` attention, padding cut off).
+        tokens: the text's tokens.
+        out: the PNG file to write.
+    """
+    if any(len(row) != len(tokens) for row in weights) or not weights:
+        raise ValueError(f"weights: expected rows of {len(tokens)} weights (one per token)")
+    return plot_attention(weights, tokens, [f"head {k + 1}" for k in range(len(weights))], out)
+
+
+def plot_confusion(matrix: Sequence[Sequence[int]], labels: Sequence[str], out: str | Path) -> Path:
+    """A confusion matrix (rows gold, columns predicted, as
+    :func:`rnnkit.metrics.classification.confusion_matrix` gives it) into ``out``.
+
+    Each cell shows its count; its colour is the fraction of its row (the recall of the diagonal).
+    """
+    n = len(labels)
+    if len(matrix) != n or any(len(row) != n for row in matrix):
+        raise ValueError(f"matrix: expected {n} x {n} counts for {n} labels")
+    totals = [max(sum(row), 1) for row in matrix]
+    shares = [[x / t for x in row] for row, t in zip(matrix, totals)]
+    fig, ax = plt.subplots(figsize=(max(4, 0.6 * n + 2.5), max(3.5, 0.5 * n + 2)))
+    im = ax.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0)
+    for i, row in enumerate(matrix):
+        for j, count in enumerate(row):
+            ax.text(j, i, str(count), ha="center", va="center", color="white" if shares[i][j] > 0.5 else "black")
+    ax.set_xticks(range(n), labels=list(labels), rotation=60, ha="right")
+    ax.set_yticks(range(n), labels=list(labels))
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("gold")
+    fig.colorbar(im, ax=ax, fraction=0.046, label="share of the gold class")
     fig.tight_layout()
     fig.savefig(out, dpi=120)
     plt.close(fig)

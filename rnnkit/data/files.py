@@ -1,8 +1,8 @@
 """Reading user text files with one-line, file:line error messages.
 
 Every data file rnnkit reads goes through :func:`read_text` or :func:`read_lines`. They read the
-bytes once, check them, and decode them strictly as UTF-8; line numbers are only computed when
-something is wrong, so the common path over a large corpus is two linear scans in C.
+bytes once, check them, and decode them strictly as UTF-8 (or the ``encoding`` asked for); line
+numbers are only computed when something is wrong, so the common path over a large corpus is two linear scans in C.
 
 Errors (all :class:`rnnkit.errors.DataError`, message on one line)::
 
@@ -11,7 +11,7 @@ Errors (all :class:`rnnkit.errors.DataError`, message on one line)::
     PATH: cannot read (Permission denied)
     PATH: file is empty                          (no bytes, or only whitespace)
     PATH:LINE: binary file (NUL byte)
-    PATH:LINE: not valid UTF-8 (byte 0xNN at column C)
+    PATH:LINE: not valid UTF-8 (byte 0xNN at column C)     (EncodingError; another encoding is named so)
 
 ``C`` is the 1-based byte column inside line ``LINE``. When ``what`` names the role of the file
 (``"training text"``), the message ends with it in parentheses: ``a.txt: no such file (training text)``.
@@ -22,10 +22,11 @@ Normalisation: a leading UTF-8 byte-order mark is dropped and Windows line ends 
 
 from __future__ import annotations
 
+import codecs
 import os
 from pathlib import Path
 
-from rnnkit.errors import DataError
+from rnnkit.errors import ConfigError, DataError, EncodingError
 
 __all__ = ["read_bytes", "read_lines", "read_text"]
 
@@ -72,35 +73,51 @@ def read_bytes(path: str | os.PathLike, *, what: str = "file") -> bytes:
         raise _fail(path, f"cannot read ({e.strerror or e})", what) from None
 
 
-def read_text(path: str | os.PathLike, *, what: str = "file") -> str:
-    """Read a whole UTF-8 text file, rejecting missing, empty, binary and non-UTF-8 files.
+def read_text(path: str | os.PathLike, *, what: str = "file", encoding: str = "utf-8") -> str:
+    """Read a whole text file, rejecting missing, empty, binary and undecodable files.
 
     Args:
         path: file to read.
         what: the file's role (``"training text"``), appended to error messages.
+        encoding: a Python codec name (``"latin-1"``, ``"cp1252"``, ``"utf-16"``). Default UTF-8, whose
+            byte-order mark is dropped; an undecodable byte raises :class:`~rnnkit.errors.EncodingError`
+            (``PATH:LINE: not valid ENCODING (byte 0xNN at column C)``, ``UTF-8`` spelt so).
 
     Returns:
         The decoded text, BOM dropped and ``\\r\\n`` turned into ``\\n``.
 
     Raises:
         DataError: with one of the one-line messages listed in the module docstring.
+        ConfigError: ``encoding`` is not a codec Python knows.
 
     Example::
 
         >>> text = read_text("train.txt", what="training text")  # doctest: +SKIP
     """
-    data = read_bytes(path, what=what)
-    start = len(_BOM) if data.startswith(_BOM) else 0
-    nul = data.find(b"\x00", start)
-    if nul >= 0:
-        line, _ = _line_col(data, nul)
-        raise _fail(path, "binary file (NUL byte)", what, line)
     try:
-        text = data[start:].decode("utf-8", errors="strict") if start else data.decode("utf-8")
+        codec = codecs.lookup(encoding).name
+    except LookupError:
+        raise ConfigError(f"encoding: unknown text encoding {encoding!r}") from None
+    data = read_bytes(path, what=what)
+    start = len(_BOM) if codec == "utf-8" and data.startswith(_BOM) else 0
+    ascii_compatible = "\n\x00".encode(codec) == b"\n\x00"  # not UTF-16/32: bytes give lines and NULs
+    nul = data.find(b"\x00", start) if ascii_compatible else -1
+    if nul >= 0:
+        raise _fail(path, "binary file (NUL byte)", what, _line_col(data, nul)[0])
+    try:
+        text = data[start:].decode(codec) if start else data.decode(codec)
     except UnicodeDecodeError as e:
         bad = start + e.start  # offset in the file
-        line, col = _line_col(data, bad)
-        raise _fail(path, f"not valid UTF-8 (byte 0x{data[bad]:02x} at column {col})", what, line) from None
+        if ascii_compatible:
+            line, col = _line_col(data, bad)
+        else:  # the text before the bad byte decodes cleanly and gives its line and column
+            before = data[:bad].decode(codec)
+            line, col = before.count("\n") + 1, bad - len(before[: before.rfind("\n") + 1].encode(codec)) + 1
+        name = "UTF-8" if codec == "utf-8" else encoding
+        detail = f"not valid {name} (byte 0x{data[bad]:02x} at column {col})"
+        raise EncodingError(_fail(path, detail, what, line).args[0]) from None
+    if not ascii_compatible and "\x00" in text:
+        raise _fail(path, "binary file (NUL byte)", what, text.count("\n", 0, text.index("\x00")) + 1)
     if not text.strip():
         raise _fail(path, "file is empty", what)
     if "\r" in text:
@@ -108,7 +125,7 @@ def read_text(path: str | os.PathLike, *, what: str = "file") -> str:
     return text
 
 
-def read_lines(path: str | os.PathLike, *, what: str = "file") -> list[str]:
+def read_lines(path: str | os.PathLike, *, what: str = "file", encoding: str = "utf-8") -> list[str]:
     """Read a UTF-8 text file as a list of lines without their newline characters.
 
     Lines are split on ``\\n`` only (not on the other characters :meth:`str.splitlines` treats as
@@ -118,6 +135,7 @@ def read_lines(path: str | os.PathLike, *, what: str = "file") -> list[str]:
     Args:
         path: file to read.
         what: the file's role (``"training data"``), appended to error messages.
+        encoding: as for :func:`read_text`.
 
     Returns:
         The lines, in file order.
@@ -125,7 +143,7 @@ def read_lines(path: str | os.PathLike, *, what: str = "file") -> list[str]:
     Raises:
         DataError: as :func:`read_text`.
     """
-    text = read_text(path, what=what)
+    text = read_text(path, what=what, encoding=encoding)
     lines = text.split("\n")
     if lines[-1] == "":
         lines.pop()
