@@ -180,15 +180,7 @@ class _MinCell(RecurrentCell):
         return text if self.bias else text + ", bias=False"
 
 
-class MinGRUCell(_MinCell):
-    r"""minGRU cell (Feng et al. 2024): a GRU whose gates read only the input.
-
-    .. math::
-        z &= \sigma(W_z x + b_z), \qquad \tilde h = W_h x + b_h \\
-        h' &= (1 - z) \odot h + z \odot g(\tilde h), \qquad g(x) = x + 0.5 \ (x \ge 0),\ \sigma(x)\ (x < 0)
-
-    Parameters: ``weight_ih`` (2H, H_in) and ``bias_ih`` (2H), rows in order z, h; no hidden-to-hidden weight.
-
+_CELL_DOC = """
     Args:
         input_size: features of x (H_in).
         hidden_size: features of h (H).
@@ -199,9 +191,20 @@ class MinGRUCell(_MinCell):
 
     Example::
 
-        cell = MinGRUCell(8, 16)
+        cell = {name}(8, 16)
         y, h = cell(torch.randn(4, 8))       # y is h, (4, 16)
-    """
+"""
+
+
+class MinGRUCell(_MinCell):
+    __doc__ = r"""minGRU cell (Feng et al. 2024): a GRU whose gates read only the input.
+
+    .. math::
+        z &= \sigma(W_z x + b_z), \qquad \tilde h = W_h x + b_h \\
+        h' &= (1 - z) \odot h + z \odot g(\tilde h), \qquad g(x) = x + 0.5 \ (x \ge 0),\ \sigma(x)\ (x < 0)
+
+    Parameters: ``weight_ih`` (2H, H_in) and ``bias_ih`` (2H), rows in order z, h; no hidden-to-hidden weight.
+""" + _CELL_DOC.format(name="MinGRUCell")
 
     num_chunks = 2
 
@@ -210,7 +213,7 @@ class MinGRUCell(_MinCell):
 
 
 class MinLSTMCell(_MinCell):
-    r"""minLSTM cell (Feng et al. 2024) with the paper's normalised forget and input gates.
+    __doc__ = r"""minLSTM cell (Feng et al. 2024) with the paper's normalised forget and input gates.
 
     .. math::
         f &= \sigma(W_f x + b_f), \quad i = \sigma(W_i x + b_i), \quad \tilde h = W_h x + b_h \\
@@ -223,20 +226,7 @@ class MinLSTMCell(_MinCell):
 
     Parameters: ``weight_ih`` (3H, H_in) and ``bias_ih`` (3H), rows in order f, i, h; no hidden-to-hidden
     weight.
-
-    Args:
-        input_size: features of x (H_in).
-        hidden_size: features of h (H).
-        bias: if False, no ``bias_ih``. Default True.
-
-    Shape:
-        input (B, H_in); state (B, H); output h' (B, H) (the output is the new state).
-
-    Example::
-
-        cell = MinLSTMCell(8, 16)
-        y, h = cell(torch.randn(4, 8))       # y is h, (4, 16)
-    """
+""" + _CELL_DOC.format(name="MinLSTMCell")
 
     num_chunks = 3
 
