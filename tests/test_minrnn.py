@@ -104,6 +104,21 @@ def test_unchunked_scan_loses_float32_precision_that_chunks_keep():
     assert_near(minrnn.log_scan(log_a, log_b, h0, chunk=2000), exact, 1e-10, "float64 one chunk")
 
 
+@pytest.mark.parametrize("kind", list(LAYERS))
+def test_bfloat16_scans_in_float32(kind):
+    torch.manual_seed(9)
+    layer = LAYERS[kind](H_IN, H).to(torch.bfloat16)
+    x = torch.randn(2, 300, H_IN).to(torch.bfloat16)
+    reference = LAYERS[kind](H_IN, H).double()
+    reference.load_state_dict(layer.state_dict())
+    layer.engine = reference.engine = "generic"
+    want = reference(x.double())[0]
+    layer.engine = "parallel"
+    got = layer(x)[0]
+    assert got.dtype == torch.bfloat16
+    assert_near(got.double(), want, 2e-2, "bfloat16 scan")  # one bfloat16 rounding of each output: 4e-3
+
+
 def test_cells_follow_the_papers_equations():
     torch.manual_seed(3)
     x, h = torch.randn(6, H_IN, dtype=torch.float64) * 3, torch.randn(6, H, dtype=torch.float64)
