@@ -376,7 +376,7 @@ _LAYER_DOC = r"""
     token, the state carried by the caller). ``last_engine`` names the engine of the last forward. The two agree
     to rounding (tests: 1e-10 in float64, 1e-5 in float32, outputs, final states and gradients).
 
-    The layer is a :class:`rnnkit.nn.Recurrent` of :class:`{cell}` s, with the same parameters
+    The layer is a :class:`rnnkit.nn.Recurrent` of ``{cell}`` cells, with the same parameters
     (``cells.{{k}}.weight_ih``, ``cells.{{k}}.bias_ih``, k = layer * D + direction), so a state dict moves
     between the two. There is no hidden-to-hidden weight, so there is no weight dropout (a non-zero
     ``weight_dropout`` raises ValueError).
