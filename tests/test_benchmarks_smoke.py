@@ -124,3 +124,30 @@ def test_lm_benchmark_scripts_quick(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         assert by_part[part]["test"]["perplexity"] > 1 and by_part[part]["steps"] >= 1
     assert by_part["adaptive"]["adaptive"]["settings"]["softmax"] == "adaptive"
     assert by_part["adaptive"]["test_ppl_ratio"] > 0
+
+
+def test_cells_benchmark_quick(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                               capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    for name in ("common", "cells"):
+        sys.modules.pop(name, None)
+    import cells
+
+    text = tmp_path / "shakespeare.txt"
+    text.write_text("First Citizen:\nBefore we proceed any further, hear me speak.\n\n" * 60, encoding="utf-8")
+    res = cells.main(["--quick", "--threads", "1", "--part", "throughput", "quality", "--data", str(text)])
+    assert last_json(capsys.readouterr().out)["quality"] == json.loads(json.dumps(res["quality"]))
+    rows = {r["layer"]: r for r in res["throughput"]}
+    assert set(rows) == {"lstm-fused", "lstm-generic", "mingru", "minlstm"}
+    assert {kind: r["engine"] for kind, r in rows.items()} == {
+        "lstm-fused": "fused", "lstm-generic": "generic", "mingru": "parallel", "minlstm": "parallel"}
+    assert all(r["tokens_per_s"]["median"] > 0 for r in rows.values())
+    # equal parameters: each min layer is the multiple of 8 nearest the LSTM's count (LSTM 16: 8*16^2 + 8*16)
+    assert rows["lstm-fused"]["params"] == 2176 and rows["mingru"]["hidden"] == 32 and rows["minlstm"]["hidden"] == 24
+    assert cells.matched_hidden("mingru", None, 8 * 512**2 + 8 * 512) == 1024  # 2H'^2 + 2H' with H' = 2H
+    quality = res["quality"]["results"]
+    assert [r["layer"] for r in quality] == ["lstm-fused", "mingru", "minlstm"]
+    assert all(math.isfinite(r["valid_loss"]) and r["steps"] >= 1 for r in quality)
+    assert res["quality"]["data"] == str(text)
+    with pytest.raises(SystemExit, match="Tiny Shakespeare text not found"):
+        cells.main(["--quick", "--part", "quality", "--data", str(tmp_path / "missing.txt")])

@@ -20,7 +20,7 @@ from rnnkit.errors import CheckpointError
 from rnnkit.models.lm import LMModelConfig
 from rnnkit.models.seq2seq import Seq2Seq, Seq2SeqConfig
 from rnnkit.models.tagger import TaggerConfig
-from rnnkit.nn import GRU, LSTM, RNN, LSTMCell, Recurrent, RecurrentCell, registry
+from rnnkit.nn import GRU, LSTM, RNN, LSTMCell, MinGRU, MinLSTM, Recurrent, RecurrentCell, registry
 from rnnkit.nn.registry import cell_names, recurrent_layer, register_cell, resolve_cell
 from rnnkit.tasks import lm, tag
 from rnnkit.tasks import seq2seq as s2s
@@ -281,7 +281,7 @@ def test_every_cell_trains_and_reloads_in_every_task(task, cell, files, tmp_path
         assert saved["char_cell"] == cell
     loader = {"lm": lm.load, "tag": tag.load, "seq2seq": s2s.load}[task]
     again = loader(tmp_path / "run")
-    expected_type = {"rnn": RNN, "lstm": LSTM, "gru": GRU}.get(cell, Recurrent)
+    expected_type = {"rnn": RNN, "lstm": LSTM, "gru": GRU, "mingru": MinGRU, "minlstm": MinLSTM}.get(cell, Recurrent)
     layers = {"lm": ["rnn"], "tag": ["lstm", "char_lstm"], "seq2seq": ["encoder", "decoder"]}[task]
     assert all(type(getattr(again.model, name)) is expected_type for name in layers)
     for a, b in zip(_flat(outputs(task, run)), _flat(outputs(task, again))):

@@ -14,6 +14,7 @@ from rnnkit.nn.crf import CRF, bio_constraints
 from rnnkit.nn.dropout import LockedDropout, locked_dropout, weight_drop
 from rnnkit.nn.layers import GRU, LSTM, RNN
 from rnnkit.nn.losses import linear_cross_entropy
+from rnnkit.nn.minrnn import MinGRU, MinGRUCell, MinLSTM, MinLSTMCell
 from rnnkit.nn.recurrent import Recurrent
 from rnnkit.nn.registry import cell_names, describe_cells, recurrent_layer, register_cell, resolve_cell
 
@@ -29,6 +30,10 @@ __all__ = [
     "LayerNormGRUCell",
     "LayerNormLSTMCell",
     "LockedDropout",
+    "MinGRU",
+    "MinGRUCell",
+    "MinLSTM",
+    "MinLSTMCell",
     "RNN",
     "RNNCell",
     "Recurrent",

@@ -27,6 +27,7 @@ Layer-norm gains start at 1 and shifts at 0.
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -40,11 +41,14 @@ class RecurrentCell(torch.nn.Module):
 
     Subclasses set ``input_size`` and ``hidden_size`` and implement :meth:`step`; they may override
     :meth:`project_input` (to move the input matmul out of the time loop) and :meth:`init_state` (for a state
-    other than one ``(B, H)`` tensor).
+    other than one ``(B, H)`` tensor). A cell whose whole-sequence computation has a faster engine than the
+    step loop names that layer in ``layer_class`` (minGRU and minLSTM: a parallel scan); it takes the
+    keywords of :class:`rnnkit.nn.Recurrent` after the cell argument.
     """
 
     input_size: int
     hidden_size: int
+    layer_class: ClassVar[type[torch.nn.Module] | None] = None
 
     def init_state(
         self, batch_size: int, *, device: torch.device | str | None = None, dtype: torch.dtype | None = None

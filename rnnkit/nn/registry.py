@@ -2,8 +2,9 @@
 
 A cell is named in configs and on the command line by
 
-* a registered name: ``rnn``, ``lstm``, ``gru``, ``ln-lstm``, ``ln-gru``, and those added with
-  :func:`register_cell` (a cell shipped with rnnkit registers with one line in :data:`BUILTIN_CELLS`);
+* a registered name: ``rnn``, ``lstm``, ``gru``, ``ln-lstm``, ``ln-gru``, ``mingru``, ``minlstm``, and those
+  added with :func:`register_cell` (a cell shipped with rnnkit registers with one line in
+  :data:`BUILTIN_CELLS`);
 * an import path ``package.module:ClassName`` of a class that follows the cell protocol of
   :mod:`rnnkit.nn.cells` (``init_state``, optional ``project_input``, ``step``), constructed as
   ``ClassName(input_size, hidden_size)``. The module is imported when the name is resolved; nothing else is
@@ -11,7 +12,8 @@ A cell is named in configs and on the command line by
 
 :func:`recurrent_layer` builds a stacked, optionally bidirectional layer for any of them: ``rnn``, ``lstm``
 and ``gru`` as :class:`rnnkit.nn.RNN` / :class:`~rnnkit.nn.LSTM` / :class:`~rnnkit.nn.GRU` (torch's fused
-kernels), every other cell through :class:`rnnkit.nn.Recurrent` (the generic engine). Both take the same
+kernels), a cell with a ``layer_class`` (``mingru``, ``minlstm``: a parallel scan over time) through that
+layer, every other cell through :class:`rnnkit.nn.Recurrent` (the generic engine). All take the same
 dropouts and return states in the same layout, ``(num_layers * D, B, S)`` per state tensor.
 
 Example::
@@ -28,6 +30,7 @@ import torch
 
 from rnnkit.nn.cells import GRUCell, LayerNormGRUCell, LayerNormLSTMCell, LSTMCell, RecurrentCell, RNNCell
 from rnnkit.nn.layers import GRU, LSTM, RNN
+from rnnkit.nn.minrnn import MinGRUCell, MinLSTMCell
 from rnnkit.nn.recurrent import Recurrent
 
 __all__ = ["BUILTIN_CELLS", "cell_names", "describe_cells", "recurrent_layer", "register_cell", "resolve_cell"]
@@ -39,6 +42,8 @@ BUILTIN_CELLS: dict[str, type[torch.nn.Module]] = {
     "gru": GRUCell,
     "ln-lstm": LayerNormLSTMCell,
     "ln-gru": LayerNormGRUCell,
+    "mingru": MinGRUCell,
+    "minlstm": MinLSTMCell,
 }
 
 #: Names whose layer runs torch's fused kernels (same equations as the cell, cuDNN on GPU).
@@ -149,4 +154,8 @@ def recurrent_layer(
                "input_dropout": input_dropout, "output_dropout": output_dropout}
     if cell in _FUSED:
         return _FUSED[cell](input_size, hidden_size, num_layers, **options)
-    return Recurrent(resolve_cell(cell), input_size, hidden_size, num_layers, **options)
+    cls = resolve_cell(cell)
+    layer = getattr(cls, "layer_class", None) or Recurrent  # optional in the protocol (RecurrentCell: None)
+    if layer is Recurrent:
+        return Recurrent(cls, input_size, hidden_size, num_layers, **options)
+    return layer(input_size, hidden_size, num_layers, **options)
