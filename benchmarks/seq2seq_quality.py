@@ -234,7 +234,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--part", nargs="+", choices=PARTS, default=list(PARTS), help="what to run (default both)")
     p.add_argument("--minutes", type=float, default=15.0, help="multi30k: training minutes per model (default 15)")
-    p.add_argument("--tatoeba-minutes", type=float, default=s2s.DEFAULTS["time_budget"] / 60,
+    p.add_argument("--tatoeba-minutes", type=float, default=s2s.Seq2SeqTaskConfig.time_budget / 60,
                    help="tatoeba: training minutes (default: the train command's time budget)")
     p.add_argument("--steps", type=int, default=None, help="multi30k: planned steps (the cosine length) instead of "
                    "probing the throughput")

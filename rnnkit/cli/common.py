@@ -10,7 +10,7 @@ import argparse
 import dataclasses
 import sys
 import typing
-from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, TypeVar
 
 from rnnkit.errors import ConfigError, DataError
@@ -19,33 +19,48 @@ from rnnkit.train.config import base_type, build_config, coerce, field_type, loa
 C = TypeVar("C")
 
 
-def add_config_flags(parser: argparse.ArgumentParser, cls: type, defaults: Mapping[str, Any],
-                     skip: tuple[str, ...] = ()) -> None:
-    """One flag per field of ``cls``; given flags only (argparse.SUPPRESS), so a config file can fill
-    the rest. ``defaults`` overrides the dataclass defaults shown in the help."""
+def add_config_flags(parser: argparse.ArgumentParser, cls: type) -> None:
+    """One flag per field of ``cls``, its help ending with the field's default (once: a help text that
+    already explains its default keeps its own words) and showing its choices; given flags only
+    (argparse.SUPPRESS), so a config file can fill the rest."""
     group = parser.add_argument_group("run settings (also settable in --config)")
     for f in dataclasses.fields(cls):
-        if f.name in skip:
-            continue
         flag = "--" + f.name.replace("_", "-")
-        default = defaults.get(f.name, f.default)
-        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
-        if f.metadata.get("duration") and isinstance(default, float):
-            shown = f"{default:g}s"
-        help_text = f"{f.metadata.get('help', '')} (default: {shown})"
+        help_text = f.metadata.get("help", "")
+        if "default" not in help_text:
+            shown = ",".join(map(str, f.default)) if isinstance(f.default, tuple) else f.default
+            if f.metadata.get("duration") and isinstance(f.default, float):
+                shown = f"{f.default:g}s"
+            help_text += f" (default: {shown})"
         base, _ = base_type(field_type(cls, f.name))
         kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_text}
         if base is bool:
             group.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
             continue
         if f.metadata.get("choices"):
-            kwargs["choices"] = f.metadata["choices"]
-        kwargs["metavar"] = {int: "N", float: "X", str: "S"}.get(base, "LIST")
-        if f.metadata.get("duration"):
+            kwargs["choices"] = f.metadata["choices"]  # argparse shows them as {a,b,c}
+        elif f.metadata.get("duration"):
             kwargs["metavar"] = "DURATION"
-        if typing.get_origin(base) is tuple:
+        elif typing.get_origin(base) is tuple:
             kwargs["metavar"] = "N,N,..."
+        else:
+            kwargs["metavar"] = {int: "N", float: "X", str: "S"}.get(base, "LIST")
         group.add_argument(flag, **kwargs)
+
+
+def add_train_parser(sub: argparse._SubParsersAction, task: Any, *, help: str,
+                     description: str) -> argparse.ArgumentParser:
+    """The ``train`` command of a task module (its ``DRIVER.spec.config_class`` gives the run flags), the
+    same for every task: ``--config``, ``--overwrite``, ``--resume``, ``--no-progress`` and one flag per
+    config field. The caller adds its own flags and ``set_defaults(func=...)``."""
+    p = sub.add_parser("train", help=help, description=description)
+    p.add_argument("--config", metavar="FILE", help="TOML or YAML file setting the fields below; flags win")
+    p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    p.add_argument("--resume", metavar="RUN", help="continue RUN from its last checkpoint (only stopping, "
+                   "device and thread flags may be given)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_config_flags(p, task.DRIVER.spec.config_class)
+    return p
 
 
 def given_fields(args: argparse.Namespace, cls: type) -> dict[str, Any]:
@@ -54,9 +69,9 @@ def given_fields(args: argparse.Namespace, cls: type) -> dict[str, Any]:
     return {k: v for k, v in vars(args).items() if k in names}
 
 
-def resolve_config(cls: type[C], args: argparse.Namespace, defaults: Mapping[str, Any]) -> C:
-    """defaults < config file < flags, each value checked against the field's type."""
-    values: dict[str, Any] = dict(defaults)
+def resolve_config(cls: type[C], args: argparse.Namespace) -> C:
+    """field defaults < config file < flags, each value checked against the field's type."""
+    values: dict[str, Any] = {}
     config_path = getattr(args, "config", None)
     if config_path:
         from_file = load_config_file(config_path)
@@ -70,19 +85,26 @@ def resolve_config(cls: type[C], args: argparse.Namespace, defaults: Mapping[str
     return build_config(cls, values, source=str(config_path) if config_path else "flags")
 
 
-def train_or_resume(task: Any, cls: type, args: argparse.Namespace) -> Any:
-    """``train`` or ``--resume``, the same for every task module (``train``, ``resume``, ``DEFAULTS``).
+def train_or_resume(task: Any, args: argparse.Namespace) -> Any:
+    """``train`` or ``--resume``, the same for every task module (its ``DRIVER``).
 
-    A fresh run takes defaults < ``--config`` file < flags; ``--resume RUN`` takes its config from the run
-    folder, and the task's ``resume`` accepts only the stopping, device and thread flags among those given.
+    A fresh run takes field defaults < ``--config`` file < flags; ``--resume RUN`` takes its config from the
+    run folder, and the driver's ``resume`` accepts only the stopping, device and thread flags among those given.
     """
+    driver = task.DRIVER
+    cls = driver.spec.config_class
     progress = not args.no_progress
     if args.resume:
         if args.config:
             raise ConfigError("field 'config': --resume takes its config from the run folder")
-        return task.resume(args.resume, progress=progress, **given_fields(args, cls))
-    cfg = resolve_config(cls, args, task.DEFAULTS)
-    return task.train(cfg, overwrite=args.overwrite, progress=progress)
+        return driver.resume(args.resume, progress=progress, **given_fields(args, cls))
+    return driver.train(resolve_config(cls, args), overwrite=args.overwrite, progress=progress)
+
+
+def load_run(task: Any, args: argparse.Namespace) -> Any:
+    """The run a ``RUN`` argument names, with ``--checkpoint``, ``--device`` and ``--threads`` applied."""
+    apply_threads(args.threads)
+    return task.DRIVER.load(Path(args.run), checkpoint=args.checkpoint, device=args.device)
 
 
 def add_load_flags(p: argparse.ArgumentParser) -> None:

@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
-from rnnkit.cli.common import add_config_flags, add_load_flags, apply_threads, train_or_resume
+from rnnkit.cli.common import add_load_flags, add_train_parser, load_run, train_or_resume
 from rnnkit.errors import ConfigError
 from rnnkit.tasks import lm
 from rnnkit.train.distributed import is_main_process
@@ -18,16 +17,10 @@ def register(tasks: argparse._SubParsersAction) -> None:
                               "generate text, evaluate perplexity.")
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
 
-    p = sub.add_parser("train", help="train a language model", description="Train a recurrent language model. "
+    p = add_train_parser(sub, lm, help="train a language model", description="Train a recurrent language model. "
                        "With no data given: char level on the bundled Tiny Shakespeare, within a few minutes.")
-    p.add_argument("--config", metavar="FILE", help="TOML or YAML file setting the fields below; flags win")
-    p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
-    p.add_argument("--resume", metavar="RUN", help="continue RUN from its last checkpoint (only stopping, "
-                   "device and thread flags may be given)")
     p.add_argument("--sample-length", type=int, default=300, metavar="N",
                    help="characters/tokens of the sample printed after training (0: none; default 300)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_config_flags(p, lm.LMConfig, lm.DEFAULTS)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("generate", help="sample text from a trained run")
@@ -51,7 +44,7 @@ def register(tasks: argparse._SubParsersAction) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    run = train_or_resume(lm, lm.LMConfig, args)
+    run = train_or_resume(lm, args)
     if not is_main_process():  # under torchrun only rank 0 reports
         return 0
     if run.config.valid is not None or run.config.train is None:
@@ -63,16 +56,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load(args: argparse.Namespace) -> lm.LMRun:
-    apply_threads(args.threads)
-    return lm.load(Path(args.run), checkpoint=args.checkpoint, device=args.device)
-
-
 def cmd_generate(args: argparse.Namespace) -> int:
     if args.length < 0 or args.num_samples < 1 or args.top_k < 0 or not 0 < args.top_p <= 1:
         raise ConfigError("field 'length/num-samples/top-k/top-p': length >= 0, num-samples >= 1, "
                           "top-k >= 0 and 0 < top-p <= 1")
-    run = _load(args)
+    run = load_run(lm, args)
     unknown = run.unknown_symbols(args.prompt)
     if unknown:
         shown = " ".join(repr(u) for u in unknown[:10])
@@ -84,7 +72,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    run = _load(args)
+    run = load_run(lm, args)
     metrics = run.evaluate(args.test)
     if args.json:
         print(json.dumps(metrics))

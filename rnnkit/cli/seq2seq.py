@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
-from rnnkit.cli.common import add_config_flags, add_load_flags, apply_threads, stdin_lines, train_or_resume
+from rnnkit.cli.common import add_load_flags, add_train_parser, load_run, stdin_lines, train_or_resume
 from rnnkit.data.files import read_lines
 from rnnkit.errors import ConfigError
 from rnnkit.tasks import seq2seq as s2s
@@ -25,20 +24,14 @@ def register(tasks: argparse._SubParsersAction) -> None:
                               "evaluate BLEU/chrF, plot attention.")
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
 
-    p = sub.add_parser("train", help="train a translation model",
+    p = add_train_parser(sub, s2s, help="train a translation model",
                        description="Train a bidirectional-encoder, attentive-decoder translation model on "
                        "source<TAB>target pairs (--train/--valid) or line-aligned files (--src-train/--tgt-train). "
                        "With no data given: English to French on the bundled Tatoeba subset (CC BY 2.0 FR, "
                        "www.manythings.org/anki and tatoeba.org), within a few minutes.")
-    p.add_argument("--config", metavar="FILE", help="TOML or YAML file setting the fields below; flags win")
-    p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
-    p.add_argument("--resume", metavar="RUN", help="continue RUN from its last checkpoint (only stopping, "
-                   "device and thread flags may be given)")
     p.add_argument("--samples", type=int, default=5, metavar="N",
                    help="after training, print N validation sources and their greedy translations as "
                    "source<TAB>translation lines (0: none; default 5)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_config_flags(p, s2s.Seq2SeqTaskConfig, s2s.DEFAULTS)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("translate", help="translate sentences with a trained run",
@@ -100,7 +93,7 @@ def _search(args: argparse.Namespace) -> dict:
 def cmd_train(args: argparse.Namespace) -> int:
     if args.samples < 0:
         raise ConfigError(f"field 'samples': must be >= 0, got {args.samples}")
-    run = train_or_resume(s2s, s2s.Seq2SeqTaskConfig, args)
+    run = train_or_resume(s2s, args)
     if not is_main_process():  # under torchrun only rank 0 reports
         return 0
     valid, _ = s2s.load_valid_pairs(run.config)
@@ -112,11 +105,6 @@ def cmd_train(args: argparse.Namespace) -> int:
         for src, hyp in zip(sources, run.translate(sources, beam=1)):
             print(f"{src}\t{hyp}")
     return 0
-
-
-def _load(args: argparse.Namespace) -> s2s.Seq2SeqRun:
-    apply_threads(args.threads)
-    return s2s.load(Path(args.run), checkpoint=args.checkpoint, device=args.device)
 
 
 def _check_search(args: argparse.Namespace) -> None:
@@ -132,7 +120,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
         raise ConfigError(f"field 'nbest': must be in [1, --beam = {args.beam}], got {args.nbest}")
     if args.batch_size < 1:
         raise ConfigError(f"field 'batch_size': must be >= 1, got {args.batch_size}")
-    run = _load(args)
+    run = load_run(s2s, args)
     lines = read_lines(args.input, what="sentences to translate") if args.input else stdin_lines()
     search = {**_search(args), "batch_size": args.batch_size}
     if args.nbest == 1:
@@ -149,7 +137,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     _check_search(args)
-    run = _load(args)
+    run = load_run(s2s, args)
     m = run.evaluate(args.test, src=args.src_test, tgt=args.tgt_test, **_search(args))
     if args.json:
         print(json.dumps(m))
@@ -162,7 +150,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_attention(args: argparse.Namespace) -> int:
     from rnnkit.plot import plot_attention
 
-    run = _load(args)
+    run = load_run(s2s, args)
     src, out, weights = run.attention(args.sentence)
     print(f"rnnkit: translation: {run.translate([args.sentence], beam=1)[0]}", file=sys.stderr)
     print(plot_attention(weights.tolist(), src, out, args.out))

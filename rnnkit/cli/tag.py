@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
-from rnnkit.cli.common import add_config_flags, add_load_flags, apply_threads, stdin_lines, train_or_resume
+from rnnkit.cli.common import add_load_flags, add_train_parser, load_run, stdin_lines, train_or_resume
 from rnnkit.data.conll import is_conllu, read_columns, read_conllu, read_plain, write_conll, write_conllu
 from rnnkit.data.files import read_lines
 from rnnkit.errors import ConfigError, DataError
@@ -22,15 +21,9 @@ def register(tasks: argparse._SubParsersAction) -> None:
                               "train a BiLSTM(-CRF) tagger, tag sentences, evaluate accuracy and span F1.")
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
 
-    p = sub.add_parser("train", help="train a tagger", description="Train a word + character BiLSTM tagger "
+    p = add_train_parser(sub, tag, help="train a tagger", description="Train a word + character BiLSTM tagger "
                        "(softmax or CRF output). With no data given: UPOS on the bundled UD English EWT, "
                        "within a few minutes.")
-    p.add_argument("--config", metavar="FILE", help="TOML or YAML file setting the fields below; flags win")
-    p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
-    p.add_argument("--resume", metavar="RUN", help="continue RUN from its last checkpoint (only stopping, "
-                   "device and thread flags may be given)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_config_flags(p, tag.TagConfig, tag.DEFAULTS)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("predict", help="tag sentences with a trained run", description="Tag sentences. Input: "
@@ -60,18 +53,13 @@ def register(tasks: argparse._SubParsersAction) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    run = train_or_resume(tag, tag.TagConfig, args)
+    run = train_or_resume(tag, args)
     if not is_main_process():  # under torchrun only rank 0 reports
         return 0
     if run.config.valid is not None or run.config.train is None:
         m = run.evaluate()
         print(f"rnnkit: best checkpoint on the validation data: {_summary(m)}", file=sys.stderr)
     return 0
-
-
-def _load(args: argparse.Namespace) -> tag.TagRun:
-    apply_threads(args.threads)
-    return tag.load(Path(args.run), checkpoint=args.checkpoint, device=args.device)
 
 
 def _read_input(args: argparse.Namespace) -> tuple[list[list[str]], bool]:
@@ -95,7 +83,7 @@ def _read_input(args: argparse.Namespace) -> tuple[list[list[str]], bool]:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    run = _load(args)
+    run = load_run(tag, args)
     sentences, from_conllu = _read_input(args)
     tags = run.predict(sentences)
     pairs = list(zip(sentences, tags))
@@ -115,7 +103,7 @@ def _summary(m: dict) -> str:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    run = _load(args)
+    run = load_run(tag, args)
     m = run.evaluate(args.test, column=args.column)
     if m.get("unseen_label_tokens"):
         shown = ", ".join(m["unseen_labels"][:10])

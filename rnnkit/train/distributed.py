@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from rnnkit.errors import ConfigError
+from rnnkit.errors import ConfigError, RnnkitError
 
 
 @dataclass(frozen=True)
@@ -43,8 +43,6 @@ def setup(device_name: str) -> tuple[DistInfo, torch.device]:
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
-        from rnnkit.train.engine import resolve_device
-
         return DistInfo(), resolve_device(device_name)
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     use_cuda = device_name.startswith("cuda") or (device_name == "auto" and torch.cuda.is_available())
@@ -58,6 +56,19 @@ def setup(device_name: str) -> tuple[DistInfo, torch.device]:
     if not dist.is_initialized():
         dist.init_process_group("nccl" if use_cuda else "gloo")
     return DistInfo(rank, world, local_rank), device
+
+
+def resolve_device(name: str) -> torch.device:
+    """The device a ``device`` field names (``auto``: the GPU when torch sees one, else the CPU)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise RnnkitError(f"field 'device': unknown device {name!r} (auto, cpu, cuda or cuda:N)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RnnkitError("field 'device': CUDA was asked for but torch sees no GPU")
+    return device
 
 
 def is_main_process() -> bool:

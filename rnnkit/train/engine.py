@@ -60,6 +60,11 @@ class Task(Protocol):
 
     name: str
     has_valid: bool
+    # the validation metric that picks the 'best' checkpoint and drives early stopping and the plateau
+    # schedule, and whether it is better low or high: e.g. ("loss", "min"), ("f1", "max")
+    selects_on: tuple[str, str]
+    # DistributedDataParallel's find_unused_parameters: True when a batch may leave parameters unused
+    ddp_find_unused_parameters: bool
 
     def batches_per_epoch(self) -> int: ...
 
@@ -73,9 +78,6 @@ class Task(Protocol):
 
     def summarize(self, stats: dict[str, float]) -> dict[str, float]:
         """Metrics from statistics summed over ranks; must include ``loss`` (mean per token)."""
-
-    # Optional: ``selects_on = (metric, "min" | "max")``, the validation metric that picks the 'best'
-    # checkpoint and drives early stopping and the plateau schedule; without it, ("loss", "min").
 
 
 @dataclass
@@ -100,18 +102,6 @@ def detach_carry(carry: Any) -> Any:
     if torch.is_tensor(carry):
         return carry.detach()
     return tuple(detach_carry(c) for c in carry)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise RnnkitError(f"field 'device': unknown device {name!r} (auto, cpu, cuda or cuda:N)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RnnkitError("field 'device': CUDA was asked for but torch sees no GPU")
-    return device
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -195,7 +185,7 @@ class Trainer:
         if self.dist.enabled:
             self.step_module = nn.parallel.DistributedDataParallel(
                 self.step_module, device_ids=[device.index] if device.type == "cuda" else None,
-                find_unused_parameters=getattr(task, "ddp_find_unused_parameters", False))
+                find_unused_parameters=task.ddp_find_unused_parameters)
         self.optimizer = make_optimizer(model, cfg)
         self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
         self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
@@ -313,8 +303,8 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None)
 
     def score(self, metrics: dict[str, float]) -> float:
-        """The task's selection metric (``Task.selects_on``, default the loss) as a lower-is-better number."""
-        name, mode = getattr(self.task, "selects_on", ("loss", "min"))
+        """The task's selection metric (``Task.selects_on``) as a lower-is-better number."""
+        name, mode = self.task.selects_on
         return metrics[name] if mode == "min" else -metrics[name]
 
     def scheduled_evaluation(self) -> bool:
