@@ -293,27 +293,18 @@ class LMSpec(TaskSpec[LMConfig, Tokenizer, LMData]):
 
     name = TASK
     config_class = LMConfig
+    model_class = LanguageModel
     run_class = LMRun
     vocab_name = "tokenizer"
+    datasets = staticmethod(datasets)
+    vocab_from_dict = staticmethod(tokenizer_from_dict)
 
     def prepare(self, cfg: LMConfig) -> tuple[Tokenizer, LMData]:
         tokenizer, train_ids, valid_ids = prepare(cfg)
         return tokenizer, LMData(train_ids, valid_ids)
 
-    def datasets(self, cfg: LMConfig, vocabs: Tokenizer) -> LMData:
-        return datasets(cfg, vocabs)
-
-    def vocab_to_dict(self, vocabs: Tokenizer) -> dict[str, Any]:
-        return vocabs.to_dict()
-
-    def vocab_from_dict(self, d: Any) -> Tokenizer:
-        return tokenizer_from_dict(d)
-
     def model_config(self, cfg: LMConfig, vocabs: Tokenizer) -> LMModelConfig:
         return cfg.model_config(len(vocabs.vocab))
-
-    def build_model(self, cfg: LMConfig, vocabs: Tokenizer, meta: dict[str, Any]) -> LanguageModel:
-        return LanguageModel(self.model_config(cfg, vocabs))
 
     def engine_task(self, cfg: LMConfig, vocabs: Tokenizer, data: LMData, device: torch.device,
                     info: DistInfo) -> LMTask:
@@ -322,24 +313,6 @@ class LMSpec(TaskSpec[LMConfig, Tokenizer, LMData]):
 
 DRIVER = Driver(LMSpec())
 
-
-def make_config(config: LMConfig | None = None, **overrides: Any) -> LMConfig:
-    """An :class:`LMConfig` from keyword arguments (checked like flags), on top of ``config`` if given."""
-    return DRIVER.make_config(config, **overrides)
-
-
-def train(config: LMConfig | None = None, *, overwrite: bool = False, progress: bool = True,
-          **overrides: Any) -> LMRun:
-    """Train a language model into ``config.out`` and return the loaded best checkpoint (see
-    :class:`rnnkit.train.driver.Driver`); fields as keyword arguments (``train(hidden=512)``) or a config."""
-    return DRIVER.train(config, overwrite=overwrite, progress=progress, **overrides)
-
-
-def resume(run_dir: str | Path, *, progress: bool = True, **overrides: Any) -> LMRun:
-    """Continue a run from its ``last`` checkpoint; only stopping, device and thread fields may change."""
-    return DRIVER.resume(run_dir, progress=progress, **overrides)
-
-
-def load(run_dir: str | Path, checkpoint: str = "best", device: str = "auto") -> LMRun:
-    """Load a trained run (its ``best`` checkpoint unless ``checkpoint='last'``)."""
-    return DRIVER.load(run_dir, checkpoint, device)
+# the Python API: make_config(**fields), train(config=None, *, overwrite=False, progress=True, **fields),
+# resume(run_dir, *, progress=True, **stopping_fields), load(run_dir, checkpoint="best", device="auto")
+make_config, train, resume, load = DRIVER.make_config, DRIVER.train, DRIVER.resume, DRIVER.load

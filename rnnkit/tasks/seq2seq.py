@@ -553,27 +553,18 @@ class Seq2SeqSpec(TaskSpec[Seq2SeqTaskConfig, Seq2SeqTokenizers, Seq2SeqData]):
 
     name = TASK
     config_class = Seq2SeqTaskConfig
+    model_class = Seq2Seq
     run_class = Seq2SeqRun
     vocab_name = "tokenizers"
+    datasets = staticmethod(datasets)
+    vocab_from_dict = staticmethod(Seq2SeqTokenizers.from_dict)
 
     def prepare(self, cfg: Seq2SeqTaskConfig) -> tuple[Seq2SeqTokenizers, Seq2SeqData]:
         tokenizers, train_ex, valid_ex, refs = prepare(cfg)
         return tokenizers, Seq2SeqData(train_ex, valid_ex, refs)
 
-    def datasets(self, cfg: Seq2SeqTaskConfig, vocabs: Seq2SeqTokenizers) -> Seq2SeqData:
-        return datasets(cfg, vocabs)
-
-    def vocab_to_dict(self, vocabs: Seq2SeqTokenizers) -> dict[str, Any]:
-        return vocabs.to_dict()
-
-    def vocab_from_dict(self, d: Any) -> Seq2SeqTokenizers:
-        return Seq2SeqTokenizers.from_dict(d)
-
     def model_config(self, cfg: Seq2SeqTaskConfig, vocabs: Seq2SeqTokenizers) -> Seq2SeqConfig:
         return vocabs.model_config(cfg)
-
-    def build_model(self, cfg: Seq2SeqTaskConfig, vocabs: Seq2SeqTokenizers, meta: dict[str, Any]) -> Seq2Seq:
-        return Seq2Seq(vocabs.model_config(cfg))
 
     def engine_task(self, cfg: Seq2SeqTaskConfig, vocabs: Seq2SeqTokenizers, data: Seq2SeqData,
                     device: torch.device, info: DistInfo) -> Seq2SeqTask:
@@ -582,24 +573,6 @@ class Seq2SeqSpec(TaskSpec[Seq2SeqTaskConfig, Seq2SeqTokenizers, Seq2SeqData]):
 
 DRIVER = Driver(Seq2SeqSpec())
 
-
-def make_config(config: Seq2SeqTaskConfig | None = None, **overrides: Any) -> Seq2SeqTaskConfig:
-    """A :class:`Seq2SeqTaskConfig` from keyword arguments (checked like flags), on top of ``config`` if given."""
-    return DRIVER.make_config(config, **overrides)
-
-
-def train(config: Seq2SeqTaskConfig | None = None, *, overwrite: bool = False, progress: bool = True,
-          **overrides: Any) -> Seq2SeqRun:
-    """Train a translation model into ``config.out`` and return the loaded best checkpoint (see
-    :class:`rnnkit.train.driver.Driver`); fields as keyword arguments (``train(attention="dot")``) or a config."""
-    return DRIVER.train(config, overwrite=overwrite, progress=progress, **overrides)
-
-
-def resume(run_dir: str | os.PathLike, *, progress: bool = True, **overrides: Any) -> Seq2SeqRun:
-    """Continue a run from its ``last`` checkpoint; only stopping, device and thread fields may change."""
-    return DRIVER.resume(run_dir, progress=progress, **overrides)
-
-
-def load(run_dir: str | os.PathLike, checkpoint: str = "best", device: str = "auto") -> Seq2SeqRun:
-    """Load a trained run (its ``best`` checkpoint unless ``checkpoint='last'``), ready to translate."""
-    return DRIVER.load(run_dir, checkpoint, device)
+# the Python API: make_config(**fields), train(config=None, *, overwrite=False, progress=True, **fields),
+# resume(run_dir, *, progress=True, **stopping_fields), load(run_dir, checkpoint="best", device="auto")
+make_config, train, resume, load = DRIVER.make_config, DRIVER.train, DRIVER.resume, DRIVER.load

@@ -464,21 +464,15 @@ class TagSpec(TaskSpec[TagConfig, TagVocabs, TagData]):
 
     name = TASK
     config_class = TagConfig
+    model_class = Tagger
     run_class = TagRun
     meta_keys = ("constraints",)
+    datasets = staticmethod(datasets)
+    vocab_from_dict = staticmethod(TagVocabs.from_dict)
 
     def prepare(self, cfg: TagConfig) -> tuple[TagVocabs, TagData]:
         vocabs, train_ex, valid, train_name, vectors = prepare(cfg)
         return vocabs, TagData(train_ex, valid, train_name, vectors)
-
-    def datasets(self, cfg: TagConfig, vocabs: TagVocabs) -> TagData:
-        return datasets(cfg, vocabs)
-
-    def vocab_to_dict(self, vocabs: TagVocabs) -> dict[str, Any]:
-        return vocabs.to_dict()
-
-    def vocab_from_dict(self, d: Any) -> TagVocabs:
-        return TagVocabs.from_dict(d)
 
     def model_config(self, cfg: TagConfig, vocabs: TagVocabs) -> TaggerConfig:
         return cfg.model_config(vocabs)
@@ -505,24 +499,6 @@ class TagSpec(TaskSpec[TagConfig, TagVocabs, TagData]):
 
 DRIVER = Driver(TagSpec())
 
-
-def make_config(config: TagConfig | None = None, **overrides: Any) -> TagConfig:
-    """A :class:`TagConfig` from keyword arguments (checked like flags), on top of ``config`` if given."""
-    return DRIVER.make_config(config, **overrides)
-
-
-def train(config: TagConfig | None = None, *, overwrite: bool = False, progress: bool = True,
-          **overrides: Any) -> TagRun:
-    """Train a tagger into ``config.out`` and return the loaded best checkpoint (see
-    :class:`rnnkit.train.driver.Driver`); fields as keyword arguments (``train(crf=True)``) or a config."""
-    return DRIVER.train(config, overwrite=overwrite, progress=progress, **overrides)
-
-
-def resume(run_dir: str | Path, *, progress: bool = True, **overrides: Any) -> TagRun:
-    """Continue a run from its ``last`` checkpoint; only stopping, device and thread fields may change."""
-    return DRIVER.resume(run_dir, progress=progress, **overrides)
-
-
-def load(run_dir: str | Path, checkpoint: str = "best", device: str = "auto") -> TagRun:
-    """Load a trained run (its ``best`` checkpoint unless ``checkpoint='last'``), ready to predict."""
-    return DRIVER.load(run_dir, checkpoint, device)
+# the Python API: make_config(**fields), train(config=None, *, overwrite=False, progress=True, **fields),
+# resume(run_dir, *, progress=True, **stopping_fields), load(run_dir, checkpoint="best", device="auto")
+make_config, train, resume, load = DRIVER.make_config, DRIVER.train, DRIVER.resume, DRIVER.load

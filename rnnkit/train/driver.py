@@ -73,6 +73,7 @@ class TaskSpec(ABC, Generic[C, V, D]):
         name: the task's name (``config.json``'s ``task``, checkpoints' ``task``, the CLI command).
         config_class: a frozen dataclass deriving from :class:`TrainConfig`; its field defaults are
             the task's defaults (for the CLI and the Python API alike).
+        model_class: the model, built from :meth:`model_config` (see :meth:`build_model`).
         run_class: the user-facing Run, built as ``run_class(path, config, vocabs, model, device,
             checkpoint)``.
         vocab_name: what ``tokenizer.json`` holds, for messages ("tokenizer", "vocabularies"...).
@@ -81,6 +82,7 @@ class TaskSpec(ABC, Generic[C, V, D]):
 
     name: ClassVar[str]
     config_class: ClassVar[type]
+    model_class: ClassVar[type]
     run_class: ClassVar[type]
     vocab_name: ClassVar[str] = "vocabularies"
     meta_keys: ClassVar[tuple[str, ...]] = ()
@@ -93,9 +95,9 @@ class TaskSpec(ABC, Generic[C, V, D]):
     def datasets(self, cfg: C, vocabs: V) -> D:
         """Read and check the data of a resumed run, encoded with its saved vocabularies."""
 
-    @abstractmethod
     def vocab_to_dict(self, vocabs: V) -> dict[str, Any]:
-        """The JSON document saved as ``tokenizer.json``."""
+        """The JSON document saved as ``tokenizer.json`` (by default ``vocabs.to_dict()``)."""
+        return vocabs.to_dict()
 
     @abstractmethod
     def vocab_from_dict(self, d: Any) -> V:
@@ -105,10 +107,10 @@ class TaskSpec(ABC, Generic[C, V, D]):
     def model_config(self, cfg: C, vocabs: V) -> Any:
         """The model's config (with ``to_dict()``, saved in every checkpoint and checked on load)."""
 
-    @abstractmethod
     def build_model(self, cfg: C, vocabs: V, meta: dict[str, Any]) -> nn.Module:
-        """A freshly initialised model (of :meth:`model_config`); ``meta`` holds the :attr:`meta_keys`
-        (:meth:`run_meta` for a new run, the checkpoint's values on resume and load)."""
+        """A freshly initialised model; ``meta`` holds the :attr:`meta_keys` (:meth:`run_meta` for a new
+        run, the checkpoint's values on resume and load). By default ``model_class(model_config(...))``."""
+        return self.model_class(self.model_config(cfg, vocabs))
 
     @abstractmethod
     def engine_task(self, cfg: C, vocabs: V, data: D, device: torch.device, info: DistInfo) -> Task:
