@@ -105,7 +105,8 @@ class TaskSpec(ABC, Generic[C, V, D]):
 
     @abstractmethod
     def model_config(self, cfg: C, vocabs: V) -> Any:
-        """The model's config (with ``to_dict()``, saved in every checkpoint and checked on load)."""
+        """The model's config: a JSON-ready dict or an object with ``to_dict()``; saved in every checkpoint
+        and checked on load."""
 
     def build_model(self, cfg: C, vocabs: V, meta: dict[str, Any]) -> nn.Module:
         """A freshly initialised model; ``meta`` holds the :attr:`meta_keys` (:meth:`run_meta` for a new
@@ -206,7 +207,8 @@ class Driver(Generic[C, V, D]):
     def _trainer(self, cfg: C, vocabs: V, data: D, model: nn.Module, extra: dict[str, Any],
                  device: torch.device, out: Path, progress: bool, info: DistInfo) -> Trainer:
         task = self.spec.engine_task(cfg, vocabs, data, device, info)
-        meta = {"task": self.spec.name, "model_config": model.config.to_dict(), **extra}
+        model_config = as_dict(self.spec.model_config(cfg, vocabs))
+        meta = {"task": self.spec.name, "model_config": model_config, **extra}
         return Trainer(model, task, cfg, out, meta, device, progress=progress, dist_info=info)
 
 
@@ -355,9 +357,14 @@ def report_stop(trainer: Trainer, out: Path, task: str) -> None:
         print(f"rnnkit: resume with: rnnkit {task} train --resume {out}", file=sys.stderr)
 
 
+def as_dict(model_config: Any) -> dict[str, Any]:
+    """A model config as the JSON-ready dict checkpoints store (see :meth:`TaskSpec.model_config`)."""
+    return model_config if isinstance(model_config, dict) else model_config.to_dict()
+
+
 def check_model_config(ckpt: ck.Checkpoint, model_config: Any) -> None:
-    """The checkpoint's model must be the one the run's config describes (``model_config.to_dict()``)."""
-    expected = model_config.to_dict()
+    """The checkpoint's model must be the one the run's config describes (:func:`as_dict`)."""
+    expected = as_dict(model_config)
     saved = ckpt.meta.get("model_config")
     if saved == expected:
         return
