@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 import typing
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any, TypeVar
 
 from rnnkit.errors import ConfigError, DataError
 from rnnkit.train.config import base_type, build_config, coerce, field_type, load_config_file
+from rnnkit.train.distributed import is_main_process
 
 C = TypeVar("C")
 
@@ -99,6 +101,18 @@ def train_or_resume(task: Any, args: argparse.Namespace) -> Any:
             raise ConfigError("field 'config': --resume takes its config from the run folder")
         return driver.resume(args.resume, progress=progress, **given_fields(args, cls))
     return driver.train(resolve_config(cls, args), overwrite=args.overwrite, progress=progress)
+
+
+def train_command(task: Any, args: argparse.Namespace) -> Any:
+    """``train_or_resume``; returns the run on the process that reports (rank 0 under torchrun), else None."""
+    run = train_or_resume(task, args)
+    return run if is_main_process() else None
+
+
+def print_result(metrics: dict[str, Any], as_json: bool, text: str) -> int:
+    """An evaluation result on stdout: one JSON line (``--json``) or ``text``; the command's exit status."""
+    print(json.dumps(metrics) if as_json else text)
+    return 0
 
 
 def load_run(task: Any, args: argparse.Namespace) -> Any:

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
-from rnnkit.cli.common import add_load_flags, add_train_parser, load_run, train_or_resume
+from rnnkit.cli.common import add_load_flags, add_train_parser, load_run, print_result, train_command
 from rnnkit.errors import ConfigError
 from rnnkit.tasks import lm
-from rnnkit.train.distributed import is_main_process
 
 
 def register(tasks: argparse._SubParsersAction) -> None:
@@ -44,8 +42,8 @@ def register(tasks: argparse._SubParsersAction) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    run = train_or_resume(lm, args)
-    if not is_main_process():  # under torchrun only rank 0 reports
+    run = train_command(lm, args)
+    if run is None:  # under torchrun only rank 0 reports
         return 0
     if run.config.valid is not None or run.config.train is None:
         metrics = run.evaluate()
@@ -74,9 +72,6 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     run = load_run(lm, args)
     metrics = run.evaluate(args.test)
-    if args.json:
-        print(json.dumps(metrics))
-    else:
-        print(f"loss {metrics['loss']:.4f}  perplexity {metrics['perplexity']:.2f}  "
-              f"bits/token {metrics['bits_per_token']:.4f}  tokens {metrics['tokens']}")
-    return 0
+    text = (f"loss {metrics['loss']:.4f}  perplexity {metrics['perplexity']:.2f}  "
+            f"bits/token {metrics['bits_per_token']:.4f}  tokens {metrics['tokens']}")
+    return print_result(metrics, args.json, text)

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
-from rnnkit.cli.common import add_load_flags, add_train_parser, load_run, stdin_lines, train_or_resume
+from rnnkit.cli.common import (
+    add_load_flags,
+    add_train_parser,
+    load_run,
+    print_result,
+    stdin_lines,
+    train_command,
+)
 from rnnkit.data.files import read_lines
 from rnnkit.errors import ConfigError
 from rnnkit.tasks import seq2seq as s2s
-from rnnkit.train.distributed import is_main_process
 
 NBEST_FORMAT = ("With --nbest K > 1, each input line i (0-based) gives up to K lines "
                 "'i<TAB>score<TAB>translation', best first, where score = log p(translation | source) / "
@@ -93,8 +98,8 @@ def _search(args: argparse.Namespace) -> dict:
 def cmd_train(args: argparse.Namespace) -> int:
     if args.samples < 0:
         raise ConfigError(f"field 'samples': must be >= 0, got {args.samples}")
-    run = train_or_resume(s2s, args)
-    if not is_main_process():  # under torchrun only rank 0 reports
+    run = train_command(s2s, args)
+    if run is None:  # under torchrun only rank 0 reports
         return 0
     valid, _ = s2s.load_valid_pairs(run.config)
     if valid is not None:
@@ -139,12 +144,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     _check_search(args)
     run = load_run(s2s, args)
     m = run.evaluate(args.test, src=args.src_test, tgt=args.tgt_test, **_search(args))
-    if args.json:
-        print(json.dumps(m))
-    else:
-        print(f"BLEU {m['bleu']:.2f}  chrF {m['chrf']:.2f}  exact match {m['exact_match']:.4f}  "
-              f"sentences {m['sentences']}")
-    return 0
+    text = f"BLEU {m['bleu']:.2f}  chrF {m['chrf']:.2f}  exact match {m['exact_match']:.4f}  sentences {m['sentences']}"
+    return print_result(m, args.json, text)
 
 
 def cmd_attention(args: argparse.Namespace) -> int:

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
-from rnnkit.cli.common import add_load_flags, add_train_parser, load_run, stdin_lines, train_or_resume
+from rnnkit.cli.common import (
+    add_load_flags,
+    add_train_parser,
+    load_run,
+    print_result,
+    stdin_lines,
+    train_command,
+)
 from rnnkit.data.conll import is_conllu, read_columns, read_conllu, read_plain, write_conll, write_conllu
 from rnnkit.data.files import read_lines
 from rnnkit.errors import ConfigError, DataError
 from rnnkit.tasks import tag
-from rnnkit.train.distributed import is_main_process
 
 INPUT_FORMATS = ("auto", "plain", "conllu", "columns")
 
@@ -53,8 +58,8 @@ def register(tasks: argparse._SubParsersAction) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    run = train_or_resume(tag, args)
-    if not is_main_process():  # under torchrun only rank 0 reports
+    run = train_command(tag, args)
+    if run is None:  # under torchrun only rank 0 reports
         return 0
     if run.config.valid is not None or run.config.train is None:
         m = run.evaluate()
@@ -109,8 +114,4 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         shown = ", ".join(m["unseen_labels"][:10])
         print(f"rnnkit: warning: {m['unseen_label_tokens']} gold tokens have labels never seen in training "
               f"(counted as errors): {shown}", file=sys.stderr)
-    if args.json:
-        print(json.dumps(m))
-    else:
-        print(_summary(m))
-    return 0
+    return print_result(m, args.json, _summary(m))

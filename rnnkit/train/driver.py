@@ -347,12 +347,14 @@ def report_stop(trainer: Trainer, out: Path, task: str) -> None:
     if not trainer.dist.is_main:
         return
     s = trainer.state
-    metric, _ = trainer.task.selects_on
+    metric, mode = trainer.task.selects_on
     why = {"max_steps": "reached --max-steps", "time_budget": "time budget used up", "epochs": "all epochs done",
            "early_stopping": f"early stopping (validation {metric} stopped improving)",
            "interrupted": "interrupted"}[trainer.stop_reason]
+    best = (f"; best checkpoint by validation {metric} ({'highest' if mode == 'max' else 'lowest'})"
+            if trainer.task.has_valid else "")
     print(f"rnnkit: stopped after step {s.step} ({why}); {trainer.steps_this_run} steps in this run, "
-          f"{s.elapsed_s:.0f}s of training in all; run folder {out}", file=sys.stderr)
+          f"{s.elapsed_s:.0f}s of training in all{best}; run folder {out}", file=sys.stderr)
     if trainer.stop_reason == "interrupted":
         print(f"rnnkit: resume with: rnnkit {task} train --resume {out}", file=sys.stderr)
 
