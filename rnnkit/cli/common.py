@@ -50,12 +50,13 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type) -> None:
         group.add_argument(flag, **kwargs)
 
 
-def add_train_parser(sub: argparse._SubParsersAction, task: Any, *, help: str,
+def add_train_parser(sub: argparse._SubParsersAction, task: Any, func: Any, *, help: str,
                      description: str) -> argparse.ArgumentParser:
     """The ``train`` command of a task module (its ``DRIVER.spec.config_class`` gives the run flags), the
     same for every task: ``--config``, ``--overwrite``, ``--resume``, ``--no-progress`` and one flag per
-    config field. The caller adds its own flags and ``set_defaults(func=...)``."""
+    config field; ``func`` runs it. The caller adds its own flags."""
     p = sub.add_parser("train", help=help, description=description)
+    p.set_defaults(func=func)
     p.add_argument("--config", metavar="FILE", help="TOML or YAML file setting the fields below; flags win")
     p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     p.add_argument("--resume", metavar="RUN", help="continue RUN from its last checkpoint (only stopping, "
@@ -121,11 +122,27 @@ def load_run(task: Any, args: argparse.Namespace) -> Any:
     return task.DRIVER.load(Path(args.run), checkpoint=args.checkpoint, device=args.device)
 
 
-def add_load_flags(p: argparse.ArgumentParser) -> None:
-    """``--checkpoint``, ``--device`` and ``--threads`` for commands that load a trained run."""
-    p.add_argument("--checkpoint", choices=("best", "last"), default="best", help="which checkpoint (default best)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+def add_run_command(sub: argparse._SubParsersAction, func: Any, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+    """A command on a trained run (``generate``, ``evaluate``...): the ``RUN`` argument and the load flags;
+    the caller adds its own flags."""
+    p = sub.add_parser(name, **kwargs)
+    p.add_argument("run", metavar="RUN", help="run folder")
+    group = p.add_argument_group("loading the run")  # shown after the command's own flags
+    group.add_argument("--checkpoint", choices=("best", "last"), default="best", help="which checkpoint (default best)")
+    group.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    group.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    p.set_defaults(func=func)
+    return p
+
+
+def add_evaluate_command(sub: argparse._SubParsersAction, func: Any, *, help: str, test: str,
+                         json: str = "print one JSON line", **kwargs: Any) -> argparse.ArgumentParser:
+    """The ``evaluate`` command of a task: ``RUN``, ``--test FILE`` (help ``test``), ``--json`` (help
+    ``json``) and the load flags; the caller adds its own flags."""
+    p = add_run_command(sub, func, "evaluate", help=help, **kwargs)
+    p.add_argument("--test", metavar="FILE", help=test)
+    p.add_argument("--json", action="store_true", help=json)
+    return p
 
 
 def apply_threads(threads: int | None) -> None:

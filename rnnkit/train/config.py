@@ -9,7 +9,6 @@ values outside ``choices`` raise :class:`~rnnkit.errors.ConfigError` naming the 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import re
 import sys
@@ -239,8 +238,3 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
         v = getattr(cfg, f.name)
         out[f.name] = list(v) if isinstance(v, tuple) else v
     return out
-
-
-def save_config(cfg: Any, path: Path) -> None:
-    path.write_text(json.dumps(config_to_dict(cfg), indent=2) + "\n", encoding="utf-8")
-

@@ -1,8 +1,9 @@
 """One driver for every task: train, resume and load a run folder, in one documented order.
 
 A task (language modelling, tagging, translation...) is a :class:`TaskSpec`: it declares its name, config
-class and Run class, and supplies only what is specific to it (reading data and building vocabularies,
-the model, the engine's task). This module does the rest, the same way for every task:
+class, model class and Run class, and supplies only what is specific to it (reading data and building
+vocabularies, the model's config, the engine's task). :class:`Driver` does the rest, the same way for
+every task (a task module's ``train``, ``resume`` and ``load`` are its driver's methods):
 
 ``train`` (a new run):
     1. start: check the output folder (touching nothing), join torchrun's process group, check the
@@ -16,8 +17,9 @@ the model, the engine's task). This module does the rest, the same way for every
     7. reload the best checkpoint as the task's Run (without validation: the model in hand).
 
 ``resume`` reads the saved config (only stopping, device and thread fields may change), the ``last``
-checkpoint and the saved vocabularies, then goes through 1, 2 (with the saved vocabularies), 4, restores
-the loop's state, and 5-7. ``load`` reads config, vocabularies and a checkpoint and returns the Run.
+checkpoint and the saved vocabularies, then goes through 1 and 2 (with the saved vocabularies), builds
+the model, restores the loop's state (random generators included), drops metric lines logged after the
+checkpoint, and goes through 5-7. ``load`` reads config, vocabularies and a checkpoint and returns the Run.
 
 A run folder holds::
 
@@ -64,7 +66,7 @@ RESUME_FIELDS = ("max_steps", "time_budget", "epochs", "device", "threads")
 
 
 class TaskSpec(ABC, Generic[C, V, D]):
-    """What a task declares and supplies; :func:`train`, :func:`resume` and :func:`load` do the rest.
+    """What a task declares and supplies; :class:`Driver`'s ``train``, ``resume`` and ``load`` do the rest.
 
     Type parameters: ``C`` the config class, ``V`` the vocabularies (whatever ``tokenizer.json`` holds),
     ``D`` the prepared data (whatever :meth:`engine_task` needs: encoded training and validation sets).
