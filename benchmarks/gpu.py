@@ -3,7 +3,7 @@
     python benchmarks/gpu.py            # needs a CUDA device; prints a table and one JSON line
 
 1. Exactness: rnnkit.nn.LSTM (fused -> cuDNN) equals torch.nn.LSTM with the same weights, with lengths.
-2. Training tokens/s of the issue's reference loop and of rnnkit's LanguageModel driven through LMTask and
+2. Training tokens/s of the plain reference loop and of rnnkit's LanguageModel driven through LMTask and
    the engine's step (fp32, and bf16 autocast for rnnkit), 2x650 LSTM, V=10k, batch 20 and 64, BPTT 35,
    alternating windows, median.
 """

@@ -9,10 +9,10 @@ Both are timed from process start to exit, as a user sees them, alternating (ref
   validation), into a temporary run folder. It also writes what a run folder holds (config, vocabulary,
   metrics, the best/last checkpoints) and loads the best checkpoint at the end: that is part of the product.
 * reference: a script written to a temporary file: read the file, build the vocabulary (whitespace words,
-  ``<eos>`` at line ends), batchify into 20 streams, N steps of issue 6's loop (2x200 LSTM, Adam 1e-3, clip 5,
-  BPTT 35), same thread count and seed.
+  ``<eos>`` at line ends), batchify into 20 streams, N steps of a plain PyTorch LM training loop
+  (2x200 LSTM, Adam 1e-3, clip 5, BPTT 35), same thread count and seed.
 
-Target (issue 6): rnnkit <= 1.05x the reference's median time for N = 150.
+Target: rnnkit <= 1.05x the reference's median time for N = 150.
 
     python benchmarks/lm_process.py                    # N=150, 5 alternations (~2-3 minutes)
     python benchmarks/lm_process.py --steps 300 --repeats 7
@@ -36,7 +36,7 @@ import common  # noqa: E402
 TARGET = 1.05
 
 REFERENCE_SCRIPT = '''\
-"""Plain PyTorch: read the file, build the vocabulary, batchify, N steps of issue 6's reference loop."""
+"""Plain PyTorch: read the file, build the vocabulary, batchify, N steps of the plain reference loop."""
 import sys
 
 import torch

@@ -4,7 +4,7 @@ Parts (``--part``, one or more; each trains into ``--out-dir/<part>`` and report
 chosen on the validation split; the test split is scored once, at the end):
 
 * ``char``: Tiny Shakespeare (the bundled copy: first 90% train, last 10% valid), ``--minutes`` (10) of
-  training. Target (issue 3): valid loss <= 1.55 nats/char. Settings: 2x256 LSTM, emb 64, dropout 0.2, batch
+  training. Target: valid loss <= 1.55 nats/char. Settings: 2x256 LSTM, emb 64, dropout 0.2, batch
   64, BPTT 128, Adam 4e-3 with 100 warm-up steps and a cosine decay to 0 over the steps that fit the time
   budget (planned from a short throughput probe, which is not counted; the budget still stops training).
   Measured 2026-11-27 on this project's 2-core machine: valid 1.547 after 897 steps (7.3M chars, 7 epochs,
@@ -58,7 +58,7 @@ chosen on the validation split; the test split is scored once, at the end):
   0.3 and 0.2 dropout rows). CPU results: see benchmarks/README.md.
 * ``adaptive``: PTB 2x200 (dropout 0.2, batch 20, BPTT 35, Adam 2e-3, clip 0.5), ``--adaptive-epochs`` (3)
   epochs with the full softmax, then the same with the adaptive softmax (``--cutoffs``): test perplexity and
-  training time of each. Target (issue 6): adaptive within 3% of the full softmax's test perplexity.
+  training time of each. Target: adaptive within 3% of the full softmax's test perplexity.
 
 ``--set FIELD=VALUE`` (repeatable) overrides any ``rnnkit lm train`` field of the selected parts, e.g.
 ``--set hidden=650 --set dropout=0.5``.

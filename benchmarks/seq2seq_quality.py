@@ -9,7 +9,7 @@ validation split, and the test split is scored once, at the end):
   ``--attention none`` (the classic encoder-decoder). Test BLEU both ways: sacrebleu's on detokenised text
   (case-sensitive, ``13a``) and lowercased tokenised BLEU (:func:`rnnkit.metrics.translation.tokenized_bleu`,
   the way the anchor scores: an attention GRU reaches 28.3 after 10 GPU epochs, 20.6 without attention).
-  Targets (issue 4): >= 25 with attention (lowercased tokenised) and >= 3 BLEU between the two models.
+  Targets: >= 25 with attention (lowercased tokenised) and >= 3 BLEU between the two models.
 * ``tatoeba``: the bundled English -> French subset with the ``rnnkit seq2seq train`` defaults (the model a
   user gets with no flags) for ``--tatoeba-minutes`` (5, the default time budget): test BLEU, chrF, exact match.
 
@@ -234,7 +234,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--part", nargs="+", choices=PARTS, default=list(PARTS), help="what to run (default both)")
     p.add_argument("--minutes", type=float, default=15.0, help="multi30k: training minutes per model (default 15)")
-    p.add_argument("--tatoeba-minutes", type=float, default=s2s.DEFAULTS["time_budget"] / 60,
+    p.add_argument("--tatoeba-minutes", type=float, default=s2s.Seq2SeqTaskConfig.time_budget / 60,
                    help="tatoeba: training minutes (default: the train command's time budget)")
     p.add_argument("--steps", type=int, default=None, help="multi30k: planned steps (the cosine length) instead of "
                    "probing the throughput")

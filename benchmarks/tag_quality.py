@@ -9,7 +9,7 @@ test split scored once:
     chars       word embeddings + character BiLSTM -> BiLSTM -> softmax
     chars+crf   ... -> CRF
 
-Target (issue 5): test UPOS accuracy >= 95.0% with no pre-trained vectors. Anchors: Plank et al. 2016,
+Target: test UPOS accuracy >= 95.0% with no pre-trained vectors. Anchors: Plank et al. 2016,
 word + char BiLSTM, about 94.6% UPOS on UD English; UDPipe 2 with pre-trained vectors about 97%.
 
 Settings (``BASE``; ``--set FIELD=VALUE`` overrides any ``rnnkit tag train`` field): word embeddings 100,

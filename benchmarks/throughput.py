@@ -1,9 +1,9 @@
-"""Training and inference tokens/s of rnnkit's LanguageModel against the plain-PyTorch reference loop (issue 6).
+"""Training and inference tokens/s of rnnkit's LanguageModel against a plain-PyTorch reference loop.
 
 Sides, all in ONE process with the same data and the same number of steps per window:
 
-* ``reference``: issue 6's loop, copied unmodified (``reference_train``): nn.Embedding -> nn.LSTM -> nn.Linear,
-  Adam lr 1e-3, CrossEntropyLoss, clip 5, the hidden state carried and detached between windows.
+* ``reference``: a plain PyTorch LM training loop, kept unmodified (``reference_train``): nn.Embedding ->
+  nn.LSTM -> nn.Linear, Adam lr 1e-3, CrossEntropyLoss, clip 5, the hidden state carried and detached between windows.
 * ``rnnkit``: the code path of ``rnnkit lm train``: ``rnnkit.train.engine.Trainer.fit`` (the engine loop, as is)
   driving ``rnnkit.tasks.lm.LMTask`` (BPTT windows, ``train_loss``) and ``rnnkit.models.lm.LanguageModel``, with
   the same settings (dropout 0, Adam lr 1e-3, clip 5, log_every 50 into a temporary run folder). The only
@@ -11,7 +11,7 @@ Sides, all in ONE process with the same data and the same number of steps per wi
   its end and each window is one ``fit`` call; what checkpoints cost is in ``lm_process.py``.
 * ``rnnkit-unfused`` (CPU, vocabularies of ``FUSED_LOSS_MIN_VOCAB`` and up; ``--skip-unfused`` drops it):
   the same, with the output layer's loss computed unfused (log-softmax over the whole ``(B*T, V)`` logits),
-  i.e. rnnkit before ``rnnkit.nn.linear_cross_entropy``: the "before" of issue 6's roofline item.
+  i.e. rnnkit before ``rnnkit.nn.linear_cross_entropy``: the "before" of the output-layer roofline work.
 * ``keras``: Keras 3 on its torch backend (stateful LSTMs, ``train_on_batch``), only where keras is installed.
 
 Configurations (2-layer LSTMs, random tokens): ``keras-tutorial`` V=10k E=64 H=128 B=32 T=35;
@@ -93,7 +93,7 @@ def flops_per_token(spec: Spec, vocab: int | None = None) -> int:
     return lstm + 2 * spec.hidden * v
 
 
-# --- the reference (issue 6), unmodified -------------------------------------------------------------------
+# --- the reference loop, unmodified -------------------------------------------------------------------------
 
 class LM(nn.Module):
     """nn.Embedding(V, E) -> nn.LSTM(E, H, L, batch_first=True) -> nn.Linear(H, V)."""
@@ -130,7 +130,7 @@ class Reference:
         model, opt, loss_fn, data, T, h = self.model, self.opt, self.loss_fn, self.data, self.T, self.h
         with torch.autocast(self.device.type, dtype=self.autocast, enabled=self.autocast is not None):
             for step in range(steps):  # noqa: B007
-                pos = self.pos; self.pos = self._next_pos(pos)  # noqa: E702  (the issue leaves pos implicit)
+                pos = self.pos; self.pos = self._next_pos(pos)  # noqa: E702  (the reference leaves pos implicit)
                 x, y = data[:, pos:pos + T], data[:, pos + 1:pos + T + 1]        # data: (B, n) token ids
                 if h is not None: h = tuple(t.detach() for t in h)  # noqa: E701
                 logits, h = model(x, h)

@@ -135,6 +135,8 @@ class ToyPaddedTask:
 
     name = "toy"
     has_valid = False
+    selects_on = ("loss", "min")
+    ddp_find_unused_parameters = False
 
     def __init__(self, info: dist.DistInfo) -> None:
         g = torch.Generator().manual_seed(0)

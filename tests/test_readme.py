@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -21,4 +23,23 @@ def test_readme_has_snippets():
 def test_readme_snippet_runs(code, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(registry, "_CELLS", dict(registry._CELLS))  # cells a snippet registers stay in it
-    exec(compile(code, str(README), "exec"), {"__name__": "__readme__"})
+    module = types.ModuleType("__readme__")  # a real module, so that dataclasses defined in a snippet work
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    exec(compile(code, str(README), "exec"), module.__dict__)
+
+
+def test_package_map_lists_every_module():
+    text = README.read_text(encoding="utf-8")
+    table = text[text.index("## Package map"):text.index("## Dependencies")]
+    root = README.parent
+    modules = sorted(p.relative_to(root).as_posix() for p in (root / "rnnkit").rglob("*.py")
+                     if p.name != "__init__.py" and "resources" not in p.parts)
+    missing = [m for m in modules if f"| `{m}` |" not in table]
+    assert not missing
+    listed = re.findall(r"^\| `(rnnkit/[^`]+\.py)` \|", table, flags=re.M)
+    assert sorted(listed) == modules  # and nothing that does not exist
+
+
+def test_no_pointers_to_things_readers_cannot_see():
+    text = README.read_text(encoding="utf-8")
+    assert not re.search(r"\bissue \d+", text)

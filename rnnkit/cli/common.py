@@ -8,44 +8,62 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 import typing
-from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, TypeVar
 
 from rnnkit.errors import ConfigError, DataError
 from rnnkit.train.config import base_type, build_config, coerce, field_type, load_config_file
+from rnnkit.train.distributed import is_main_process
 
 C = TypeVar("C")
 
 
-def add_config_flags(parser: argparse.ArgumentParser, cls: type, defaults: Mapping[str, Any],
-                     skip: tuple[str, ...] = ()) -> None:
-    """One flag per field of ``cls``; given flags only (argparse.SUPPRESS), so a config file can fill
-    the rest. ``defaults`` overrides the dataclass defaults shown in the help."""
+def add_config_flags(parser: argparse.ArgumentParser, cls: type) -> None:
+    """One flag per field of ``cls``, its help ending with the field's default (once: a help text that
+    already explains its default keeps its own words) and showing its choices; given flags only
+    (argparse.SUPPRESS), so a config file can fill the rest."""
     group = parser.add_argument_group("run settings (also settable in --config)")
     for f in dataclasses.fields(cls):
-        if f.name in skip:
-            continue
         flag = "--" + f.name.replace("_", "-")
-        default = defaults.get(f.name, f.default)
-        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
-        if f.metadata.get("duration") and isinstance(default, float):
-            shown = f"{default:g}s"
-        help_text = f"{f.metadata.get('help', '')} (default: {shown})"
+        help_text = f.metadata.get("help", "")
+        if "default" not in help_text:
+            shown = ",".join(map(str, f.default)) if isinstance(f.default, tuple) else f.default
+            if f.metadata.get("duration") and isinstance(f.default, float):
+                shown = f"{f.default:g}s"
+            help_text += f" (default: {shown})"
         base, _ = base_type(field_type(cls, f.name))
         kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_text}
         if base is bool:
             group.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
             continue
         if f.metadata.get("choices"):
-            kwargs["choices"] = f.metadata["choices"]
-        kwargs["metavar"] = {int: "N", float: "X", str: "S"}.get(base, "LIST")
-        if f.metadata.get("duration"):
+            kwargs["choices"] = f.metadata["choices"]  # argparse shows them as {a,b,c}
+        elif f.metadata.get("duration"):
             kwargs["metavar"] = "DURATION"
-        if typing.get_origin(base) is tuple:
+        elif typing.get_origin(base) is tuple:
             kwargs["metavar"] = "N,N,..."
+        else:
+            kwargs["metavar"] = {int: "N", float: "X", str: "S"}.get(base, "LIST")
         group.add_argument(flag, **kwargs)
+
+
+def add_train_parser(sub: argparse._SubParsersAction, task: Any, func: Any, *, help: str,
+                     description: str) -> argparse.ArgumentParser:
+    """The ``train`` command of a task module (its ``DRIVER.spec.config_class`` gives the run flags), the
+    same for every task: ``--config``, ``--overwrite``, ``--resume``, ``--no-progress`` and one flag per
+    config field; ``func`` runs it. The caller adds its own flags."""
+    p = sub.add_parser("train", help=help, description=description)
+    p.set_defaults(func=func)
+    p.add_argument("--config", metavar="FILE", help="TOML or YAML file setting the fields below; flags win")
+    p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    p.add_argument("--resume", metavar="RUN", help="continue RUN from its last checkpoint (only stopping, "
+                   "device and thread flags may be given)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_config_flags(p, task.DRIVER.spec.config_class)
+    return p
 
 
 def given_fields(args: argparse.Namespace, cls: type) -> dict[str, Any]:
@@ -54,9 +72,9 @@ def given_fields(args: argparse.Namespace, cls: type) -> dict[str, Any]:
     return {k: v for k, v in vars(args).items() if k in names}
 
 
-def resolve_config(cls: type[C], args: argparse.Namespace, defaults: Mapping[str, Any]) -> C:
-    """defaults < config file < flags, each value checked against the field's type."""
-    values: dict[str, Any] = dict(defaults)
+def resolve_config(cls: type[C], args: argparse.Namespace) -> C:
+    """field defaults < config file < flags, each value checked against the field's type."""
+    values: dict[str, Any] = {}
     config_path = getattr(args, "config", None)
     if config_path:
         from_file = load_config_file(config_path)
@@ -70,26 +88,61 @@ def resolve_config(cls: type[C], args: argparse.Namespace, defaults: Mapping[str
     return build_config(cls, values, source=str(config_path) if config_path else "flags")
 
 
-def train_or_resume(task: Any, cls: type, args: argparse.Namespace) -> Any:
-    """``train`` or ``--resume``, the same for every task module (``train``, ``resume``, ``DEFAULTS``).
+def train_or_resume(task: Any, args: argparse.Namespace) -> Any:
+    """``train`` or ``--resume``, the same for every task module (its ``DRIVER``).
 
-    A fresh run takes defaults < ``--config`` file < flags; ``--resume RUN`` takes its config from the run
-    folder, and the task's ``resume`` accepts only the stopping, device and thread flags among those given.
+    A fresh run takes field defaults < ``--config`` file < flags; ``--resume RUN`` takes its config from the
+    run folder, and the driver's ``resume`` accepts only the stopping, device and thread flags among those given.
     """
+    driver = task.DRIVER
+    cls = driver.spec.config_class
     progress = not args.no_progress
     if args.resume:
         if args.config:
             raise ConfigError("field 'config': --resume takes its config from the run folder")
-        return task.resume(args.resume, progress=progress, **given_fields(args, cls))
-    cfg = resolve_config(cls, args, task.DEFAULTS)
-    return task.train(cfg, overwrite=args.overwrite, progress=progress)
+        return driver.resume(args.resume, progress=progress, **given_fields(args, cls))
+    return driver.train(resolve_config(cls, args), overwrite=args.overwrite, progress=progress)
 
 
-def add_load_flags(p: argparse.ArgumentParser) -> None:
-    """``--checkpoint``, ``--device`` and ``--threads`` for commands that load a trained run."""
-    p.add_argument("--checkpoint", choices=("best", "last"), default="best", help="which checkpoint (default best)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+def train_command(task: Any, args: argparse.Namespace) -> Any:
+    """``train_or_resume``; returns the run on the process that reports (rank 0 under torchrun), else None."""
+    run = train_or_resume(task, args)
+    return run if is_main_process() else None
+
+
+def print_result(metrics: dict[str, Any], as_json: bool, text: str) -> int:
+    """An evaluation result on stdout: one JSON line (``--json``) or ``text``; the command's exit status."""
+    print(json.dumps(metrics) if as_json else text)
+    return 0
+
+
+def load_run(task: Any, args: argparse.Namespace) -> Any:
+    """The run a ``RUN`` argument names, with ``--checkpoint``, ``--device`` and ``--threads`` applied."""
+    apply_threads(args.threads)
+    return task.DRIVER.load(Path(args.run), checkpoint=args.checkpoint, device=args.device)
+
+
+def add_run_command(sub: argparse._SubParsersAction, func: Any, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+    """A command on a trained run (``generate``, ``evaluate``...): the ``RUN`` argument and the load flags;
+    the caller adds its own flags."""
+    p = sub.add_parser(name, **kwargs)
+    p.add_argument("run", metavar="RUN", help="run folder")
+    group = p.add_argument_group("loading the run")  # shown after the command's own flags
+    group.add_argument("--checkpoint", choices=("best", "last"), default="best", help="which checkpoint (default best)")
+    group.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    group.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    p.set_defaults(func=func)
+    return p
+
+
+def add_evaluate_command(sub: argparse._SubParsersAction, func: Any, *, help: str, test: str,
+                         json: str = "print one JSON line", **kwargs: Any) -> argparse.ArgumentParser:
+    """The ``evaluate`` command of a task: ``RUN``, ``--test FILE`` (help ``test``), ``--json`` (help
+    ``json``) and the load flags; the caller adds its own flags."""
+    p = add_run_command(sub, func, "evaluate", help=help, **kwargs)
+    p.add_argument("--test", metavar="FILE", help=test)
+    p.add_argument("--json", action="store_true", help=json)
+    return p
 
 
 def apply_threads(threads: int | None) -> None:

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
 
-from rnnkit.cli.common import add_config_flags, add_load_flags, apply_threads, train_or_resume
+from rnnkit.cli import common
 from rnnkit.errors import ConfigError
 from rnnkit.tasks import lm
-from rnnkit.train.distributed import is_main_process
 
 
 def register(tasks: argparse._SubParsersAction) -> None:
@@ -18,20 +15,13 @@ def register(tasks: argparse._SubParsersAction) -> None:
                               "generate text, evaluate perplexity.")
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
 
-    p = sub.add_parser("train", help="train a language model", description="Train a recurrent language model. "
-                       "With no data given: char level on the bundled Tiny Shakespeare, within a few minutes.")
-    p.add_argument("--config", metavar="FILE", help="TOML or YAML file setting the fields below; flags win")
-    p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
-    p.add_argument("--resume", metavar="RUN", help="continue RUN from its last checkpoint (only stopping, "
-                   "device and thread flags may be given)")
+    p = common.add_train_parser(sub, lm, cmd_train, help="train a language model",
+                                description="Train a recurrent language model. With no data given: char level on "
+                                "the bundled Tiny Shakespeare, within a few minutes.")
     p.add_argument("--sample-length", type=int, default=300, metavar="N",
                    help="characters/tokens of the sample printed after training (0: none; default 300)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_config_flags(p, lm.LMConfig, lm.DEFAULTS)
-    p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("generate", help="sample text from a trained run")
-    p.add_argument("run", metavar="RUN", help="run folder")
+    p = common.add_run_command(sub, cmd_generate, "generate", help="sample text from a trained run")
     p.add_argument("--prompt", default="", help="text to continue (default: start a new line)")
     p.add_argument("--length", type=int, default=500, help="tokens to generate (default 500)")
     p.add_argument("--temperature", type=float, default=1.0, help="0 = greedy (default 1.0)")
@@ -39,20 +29,14 @@ def register(tasks: argparse._SubParsersAction) -> None:
     p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling threshold (1.0 = off)")
     p.add_argument("--seed", type=int, default=None, help="seed for reproducible samples")
     p.add_argument("--num-samples", type=int, default=1, help="independent samples (default 1)")
-    add_load_flags(p)
-    p.set_defaults(func=cmd_generate)
 
-    p = sub.add_parser("evaluate", help="loss and perplexity on a text")
-    p.add_argument("run", metavar="RUN", help="run folder")
-    p.add_argument("--test", metavar="FILE", help="text to score (default: the run's validation text)")
-    p.add_argument("--json", action="store_true", help="print one JSON line")
-    add_load_flags(p)
-    p.set_defaults(func=cmd_evaluate)
+    common.add_evaluate_command(sub, cmd_evaluate, help="loss and perplexity on a text",
+                                test="text to score (default: the run's validation text)")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    run = train_or_resume(lm, lm.LMConfig, args)
-    if not is_main_process():  # under torchrun only rank 0 reports
+    run = common.train_command(lm, args)
+    if run is None:  # under torchrun only rank 0 reports
         return 0
     if run.config.valid is not None or run.config.train is None:
         metrics = run.evaluate()
@@ -63,16 +47,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load(args: argparse.Namespace) -> lm.LMRun:
-    apply_threads(args.threads)
-    return lm.load(Path(args.run), checkpoint=args.checkpoint, device=args.device)
-
-
 def cmd_generate(args: argparse.Namespace) -> int:
     if args.length < 0 or args.num_samples < 1 or args.top_k < 0 or not 0 < args.top_p <= 1:
         raise ConfigError("field 'length/num-samples/top-k/top-p': length >= 0, num-samples >= 1, "
                           "top-k >= 0 and 0 < top-p <= 1")
-    run = _load(args)
+    run = common.load_run(lm, args)
     unknown = run.unknown_symbols(args.prompt)
     if unknown:
         shown = " ".join(repr(u) for u in unknown[:10])
@@ -84,11 +63,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    run = _load(args)
+    run = common.load_run(lm, args)
     metrics = run.evaluate(args.test)
-    if args.json:
-        print(json.dumps(metrics))
-    else:
-        print(f"loss {metrics['loss']:.4f}  perplexity {metrics['perplexity']:.2f}  "
-              f"bits/token {metrics['bits_per_token']:.4f}  tokens {metrics['tokens']}")
-    return 0
+    text = (f"loss {metrics['loss']:.4f}  perplexity {metrics['perplexity']:.2f}  "
+            f"bits/token {metrics['bits_per_token']:.4f}  tokens {metrics['tokens']}")
+    return common.print_result(metrics, args.json, text)

@@ -1,4 +1,4 @@
-"""``rnnkit``: the command line. Each task registers its own subcommands.
+"""``rnnkit``: the command line. Each task's CLI module registers its own subcommands.
 
 Errors caused by input (files, flags, config values, checkpoints) print one line,
 ``rnnkit: error: <file:line or field>: <what is wrong>``, and exit with status 2.
@@ -14,21 +14,15 @@ from rnnkit.errors import RnnkitError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from rnnkit.cli import lm, plot
+    from rnnkit.cli import lm, plot, seq2seq, tag  # a broken module fails here, loudly
 
     parser = argparse.ArgumentParser(
         prog="rnnkit", description="Recurrent neural networks on sequences: train, evaluate and use "
         "language models, taggers and attention seq2seq models.")
     parser.add_argument("--version", action="version", version=f"rnnkit {__version__}")
     tasks = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    lm.register(tasks)
-    for name in ("tag", "seq2seq"):
-        try:
-            module = __import__(f"rnnkit.cli.{name}", fromlist=["register"])
-        except ImportError:  # task not built yet
-            continue
+    for module in (lm, tag, seq2seq, plot):
         module.register(tasks)
-    plot.register(tasks)
     return parser
 
 

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
 
-from rnnkit.cli.common import add_config_flags, add_load_flags, apply_threads, stdin_lines, train_or_resume
+from rnnkit.cli import common
 from rnnkit.data.files import read_lines
 from rnnkit.errors import ConfigError
 from rnnkit.tasks import seq2seq as s2s
-from rnnkit.train.distributed import is_main_process
 
 NBEST_FORMAT = ("With --nbest K > 1, each input line i (0-based) gives up to K lines "
                 "'i<TAB>score<TAB>translation', best first, where score = log p(translation | source) / "
@@ -25,59 +22,44 @@ def register(tasks: argparse._SubParsersAction) -> None:
                               "evaluate BLEU/chrF, plot attention.")
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
 
-    p = sub.add_parser("train", help="train a translation model",
-                       description="Train a bidirectional-encoder, attentive-decoder translation model on "
-                       "source<TAB>target pairs (--train/--valid) or line-aligned files (--src-train/--tgt-train). "
-                       "With no data given: English to French on the bundled Tatoeba subset (CC BY 2.0 FR, "
-                       "www.manythings.org/anki and tatoeba.org), within a few minutes.")
-    p.add_argument("--config", metavar="FILE", help="TOML or YAML file setting the fields below; flags win")
-    p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
-    p.add_argument("--resume", metavar="RUN", help="continue RUN from its last checkpoint (only stopping, "
-                   "device and thread flags may be given)")
+    p = common.add_train_parser(sub, s2s, cmd_train, help="train a translation model",
+                                description="Train a bidirectional-encoder, attentive-decoder translation model on "
+                                "source<TAB>target pairs (--train/--valid) or line-aligned files "
+                                "(--src-train/--tgt-train). With no data given: English to French on the bundled "
+                                "Tatoeba subset (CC BY 2.0 FR, www.manythings.org/anki and tatoeba.org), within a "
+                                "few minutes.")
     p.add_argument("--samples", type=int, default=5, metavar="N",
                    help="after training, print N validation sources and their greedy translations as "
                    "source<TAB>translation lines (0: none; default 5)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_config_flags(p, s2s.Seq2SeqTaskConfig, s2s.DEFAULTS)
-    p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("translate", help="translate sentences with a trained run",
-                       description="Translate one source sentence per line (standard input or --input) into "
-                       "one translation per line on standard output, in input order; an empty or blank line "
-                       "gives an empty line. " + NBEST_FORMAT)
-    p.add_argument("run", metavar="RUN", help="run folder")
+    p = common.add_run_command(sub, cmd_translate, "translate", help="translate sentences with a trained run",
+                               description="Translate one source sentence per line (standard input or --input) into "
+                               "one translation per line on standard output, in input order; an empty or blank line "
+                               "gives an empty line. " + NBEST_FORMAT)
     p.add_argument("--input", metavar="FILE", help="sentences to translate (default: standard input)")
     _add_search_flags(p)
     p.add_argument("--nbest", type=int, default=1, metavar="K",
                    help="print the K best translations per sentence with their scores (K <= --beam; default 1)")
     p.add_argument("--batch-size", type=int, default=s2s.EVAL_BATCH, metavar="N",
                    help=f"sentences decoded together (default {s2s.EVAL_BATCH})")
-    add_load_flags(p)
-    p.set_defaults(func=cmd_translate)
 
-    p = sub.add_parser("evaluate", help="BLEU, chrF and exact match on test pairs",
-                       description="Translate the sources of test pairs and score the translations against the "
-                       "targets: sacrebleu corpus BLEU and chrF on detokenised text (0-100), exact match "
-                       "(fraction of sentences) and the number of sentences.")
-    p.add_argument("run", metavar="RUN", help="run folder")
-    p.add_argument("--test", metavar="FILE", help="TSV file of source<TAB>target pairs (default: the run's "
-                   "validation pairs)")
+    p = common.add_evaluate_command(
+        sub, cmd_evaluate, help="BLEU, chrF and exact match on test pairs",
+        test="TSV file of source<TAB>target pairs (default: the run's validation pairs)",
+        json='print one JSON line {"bleu", "chrf", "exact_match", "sentences"}',
+        description="Translate the sources of test pairs and score the translations against the targets: sacrebleu "
+        "corpus BLEU and chrF on detokenised text (0-100), exact match (fraction of sentences) and the number of "
+        "sentences.")
     p.add_argument("--src-test", metavar="FILE", help="test sources, one per line (with --tgt-test)")
     p.add_argument("--tgt-test", metavar="FILE", help="test references, line-aligned with --src-test")
     _add_search_flags(p)
-    p.add_argument("--json", action="store_true",
-                   help='print one JSON line {"bleu", "chrf", "exact_match", "sentences"}')
-    add_load_flags(p)
-    p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("attention", help="plot the attention of one translation",
-                       description="Translate one sentence greedily and draw its attention weights as a heatmap "
-                       "(output tokens x source tokens). Prints the image path; the translation goes to stderr.")
-    p.add_argument("run", metavar="RUN", help="run folder")
+    p = common.add_run_command(sub, cmd_attention, "attention", help="plot the attention of one translation",
+                               description="Translate one sentence greedily and draw its attention weights as a "
+                               "heatmap (output tokens x source tokens). Prints the image path; the translation goes "
+                               "to stderr.")
     p.add_argument("sentence", help="the source sentence")
     p.add_argument("--out", metavar="FILE", default="attention.png", help="image file (default attention.png)")
-    add_load_flags(p)
-    p.set_defaults(func=cmd_attention)
 
 
 def _add_search_flags(p: argparse.ArgumentParser) -> None:
@@ -100,8 +82,8 @@ def _search(args: argparse.Namespace) -> dict:
 def cmd_train(args: argparse.Namespace) -> int:
     if args.samples < 0:
         raise ConfigError(f"field 'samples': must be >= 0, got {args.samples}")
-    run = train_or_resume(s2s, s2s.Seq2SeqTaskConfig, args)
-    if not is_main_process():  # under torchrun only rank 0 reports
+    run = common.train_command(s2s, args)
+    if run is None:  # under torchrun only rank 0 reports
         return 0
     valid, _ = s2s.load_valid_pairs(run.config)
     if valid is not None:
@@ -112,11 +94,6 @@ def cmd_train(args: argparse.Namespace) -> int:
         for src, hyp in zip(sources, run.translate(sources, beam=1)):
             print(f"{src}\t{hyp}")
     return 0
-
-
-def _load(args: argparse.Namespace) -> s2s.Seq2SeqRun:
-    apply_threads(args.threads)
-    return s2s.load(Path(args.run), checkpoint=args.checkpoint, device=args.device)
 
 
 def _check_search(args: argparse.Namespace) -> None:
@@ -132,8 +109,8 @@ def cmd_translate(args: argparse.Namespace) -> int:
         raise ConfigError(f"field 'nbest': must be in [1, --beam = {args.beam}], got {args.nbest}")
     if args.batch_size < 1:
         raise ConfigError(f"field 'batch_size': must be >= 1, got {args.batch_size}")
-    run = _load(args)
-    lines = read_lines(args.input, what="sentences to translate") if args.input else stdin_lines()
+    run = common.load_run(s2s, args)
+    lines = read_lines(args.input, what="sentences to translate") if args.input else common.stdin_lines()
     search = {**_search(args), "batch_size": args.batch_size}
     if args.nbest == 1:
         for hyp in run.translate(lines, **search):
@@ -149,20 +126,16 @@ def cmd_translate(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     _check_search(args)
-    run = _load(args)
+    run = common.load_run(s2s, args)
     m = run.evaluate(args.test, src=args.src_test, tgt=args.tgt_test, **_search(args))
-    if args.json:
-        print(json.dumps(m))
-    else:
-        print(f"BLEU {m['bleu']:.2f}  chrF {m['chrf']:.2f}  exact match {m['exact_match']:.4f}  "
-              f"sentences {m['sentences']}")
-    return 0
+    text = f"BLEU {m['bleu']:.2f}  chrF {m['chrf']:.2f}  exact match {m['exact_match']:.4f}  sentences {m['sentences']}"
+    return common.print_result(m, args.json, text)
 
 
 def cmd_attention(args: argparse.Namespace) -> int:
     from rnnkit.plot import plot_attention
 
-    run = _load(args)
+    run = common.load_run(s2s, args)
     src, out, weights = run.attention(args.sentence)
     print(f"rnnkit: translation: {run.translate([args.sentence], beam=1)[0]}", file=sys.stderr)
     print(plot_attention(weights.tolist(), src, out, args.out))

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
 
-from rnnkit.cli.common import add_config_flags, add_load_flags, apply_threads, stdin_lines, train_or_resume
+from rnnkit.cli import common
 from rnnkit.data.conll import is_conllu, read_columns, read_conllu, read_plain, write_conll, write_conllu
 from rnnkit.data.files import read_lines
 from rnnkit.errors import ConfigError, DataError
 from rnnkit.tasks import tag
-from rnnkit.train.distributed import is_main_process
 
 INPUT_FORMATS = ("auto", "plain", "conllu", "columns")
 
@@ -22,22 +19,15 @@ def register(tasks: argparse._SubParsersAction) -> None:
                               "train a BiLSTM(-CRF) tagger, tag sentences, evaluate accuracy and span F1.")
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
 
-    p = sub.add_parser("train", help="train a tagger", description="Train a word + character BiLSTM tagger "
-                       "(softmax or CRF output). With no data given: UPOS on the bundled UD English EWT, "
-                       "within a few minutes.")
-    p.add_argument("--config", metavar="FILE", help="TOML or YAML file setting the fields below; flags win")
-    p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
-    p.add_argument("--resume", metavar="RUN", help="continue RUN from its last checkpoint (only stopping, "
-                   "device and thread flags may be given)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_config_flags(p, tag.TagConfig, tag.DEFAULTS)
-    p.set_defaults(func=cmd_train)
+    p = common.add_train_parser(sub, tag, cmd_train, help="train a tagger",
+                                description="Train a word + character BiLSTM tagger (softmax or CRF output). With "
+                                "no data given: UPOS on the bundled UD English EWT, within a few minutes.")
 
-    p = sub.add_parser("predict", help="tag sentences with a trained run", description="Tag sentences. Input: "
-                       "one whitespace-tokenised sentence per line (blank lines are skipped), a CoNLL-U file or "
-                       "a column file (tokens in the first column, other columns ignored). Output on stdout: "
-                       "token<TAB>tag lines with a blank line after each sentence, or CoNLL-U.")
-    p.add_argument("run", metavar="RUN", help="run folder")
+    p = common.add_run_command(sub, cmd_predict, "predict", help="tag sentences with a trained run",
+                               description="Tag sentences. Input: one whitespace-tokenised sentence per line (blank "
+                               "lines are skipped), a CoNLL-U file or a column file (tokens in the first column, "
+                               "other columns ignored). Output on stdout: token<TAB>tag lines with a blank line "
+                               "after each sentence, or CoNLL-U.")
     p.add_argument("--input", metavar="FILE", help="file to tag (default: standard input)")
     p.add_argument("--input-format", choices=INPUT_FORMATS, default="auto",
                    help="auto (default): CoNLL-U if the file looks like it, else plain sentences")
@@ -46,32 +36,21 @@ def register(tasks: argparse._SubParsersAction) -> None:
                    "input is copied with only that column replaced)")
     p.add_argument("--column", choices=("upos", "xpos"), default=None,
                    help="CoNLL-U column to fill (default: the run's column, or upos)")
-    add_load_flags(p)
-    p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("evaluate", help="accuracy and span F1 on a labelled file")
-    p.add_argument("run", metavar="RUN", help="run folder")
-    p.add_argument("--test", metavar="FILE", help="CoNLL-U or column file (default: the run's validation data)")
+    p = common.add_evaluate_command(sub, cmd_evaluate, help="accuracy and span F1 on a labelled file",
+                                    test="CoNLL-U or column file (default: the run's validation data)")
     p.add_argument("--column", metavar="C", default=None,
                    help="label column: upos/xpos for CoNLL-U, a number for column files (default: the run's)")
-    p.add_argument("--json", action="store_true", help="print one JSON line")
-    add_load_flags(p)
-    p.set_defaults(func=cmd_evaluate)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    run = train_or_resume(tag, tag.TagConfig, args)
-    if not is_main_process():  # under torchrun only rank 0 reports
+    run = common.train_command(tag, args)
+    if run is None:  # under torchrun only rank 0 reports
         return 0
     if run.config.valid is not None or run.config.train is None:
         m = run.evaluate()
         print(f"rnnkit: best checkpoint on the validation data: {_summary(m)}", file=sys.stderr)
     return 0
-
-
-def _load(args: argparse.Namespace) -> tag.TagRun:
-    apply_threads(args.threads)
-    return tag.load(Path(args.run), checkpoint=args.checkpoint, device=args.device)
 
 
 def _read_input(args: argparse.Namespace) -> tuple[list[list[str]], bool]:
@@ -80,7 +59,7 @@ def _read_input(args: argparse.Namespace) -> tuple[list[list[str]], bool]:
     if args.input is None:
         if fmt not in ("auto", "plain"):
             raise ConfigError(f"field 'input_format': {fmt} input needs --input FILE")
-        return read_plain(stdin_lines()), False
+        return read_plain(common.stdin_lines()), False
     what = "input to tag"
     if fmt == "auto":
         fmt = "conllu" if is_conllu(args.input, what=what) else "plain"
@@ -95,7 +74,7 @@ def _read_input(args: argparse.Namespace) -> tuple[list[list[str]], bool]:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    run = _load(args)
+    run = common.load_run(tag, args)
     sentences, from_conllu = _read_input(args)
     tags = run.predict(sentences)
     pairs = list(zip(sentences, tags))
@@ -115,14 +94,10 @@ def _summary(m: dict) -> str:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    run = _load(args)
+    run = common.load_run(tag, args)
     m = run.evaluate(args.test, column=args.column)
     if m.get("unseen_label_tokens"):
         shown = ", ".join(m["unseen_labels"][:10])
         print(f"rnnkit: warning: {m['unseen_label_tokens']} gold tokens have labels never seen in training "
               f"(counted as errors): {shown}", file=sys.stderr)
-    if args.json:
-        print(json.dumps(m))
-    else:
-        print(_summary(m))
-    return 0
+    return common.print_result(m, args.json, _summary(m))

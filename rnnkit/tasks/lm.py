@@ -28,11 +28,10 @@ from rnnkit.errors import ConfigError, DataError
 from rnnkit.metrics.lm import lm_summary
 from rnnkit.models.lm import LanguageModel, LMModelConfig
 from rnnkit.nn.registry import describe_cells, resolve_cell
-from rnnkit.train import run as runs
-from rnnkit.train.checkpoint import load_model_state
-from rnnkit.train.config import TrainConfig, option
+from rnnkit.train.config import TrainConfig, option, task_default
 from rnnkit.train.distributed import DistInfo, shard
-from rnnkit.train.engine import StepResult, Trainer, resolve_device
+from rnnkit.train.driver import Driver, TaskSpec
+from rnnkit.train.engine import StepResult
 
 TASK = "lm"
 
@@ -66,19 +65,14 @@ class LMConfig(TrainConfig):
     batch_size: int = option(64, "parallel streams per batch")
     bptt: int = option(128, "truncated back-propagation length")
     variable_bptt: bool = option(False, "AWD-LSTM's random BPTT lengths (learning rate scaled to match)")
+    # the default run: char-level Tiny Shakespeare inside a few minutes on 2 CPU cores
+    time_budget: float | None = task_default("time_budget", 180.0)
+    eval_every: int = task_default("eval_every", 200)
 
     def __post_init__(self) -> None:
-        for name in ("layers", "hidden", "emb", "batch_size", "bptt", "min_count", "subword_vocab", "epochs",
-                     "log_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"field '{name}': must be >= 1, got {getattr(self, name)}")
-        for name in ("dropout", "dropout_emb", "dropout_hidden", "weight_dropout"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"field '{name}': must be in [0, 1), got {getattr(self, name)}")
-        if self.lr <= 0:
-            raise ValueError(f"field 'lr': must be > 0, got {self.lr}")
-        if self.max_steps is not None and self.max_steps < 0:
-            raise ValueError(f"field 'max_steps': must be >= 0, got {self.max_steps}")
+        super().__post_init__()
+        self.check_at_least(1, "layers", "hidden", "emb", "batch_size", "bptt", "min_count", "subword_vocab")
+        self.check_fraction("dropout", "dropout_emb", "dropout_hidden", "weight_dropout")
         try:
             self.model_config(vocab_size=max(self.cutoffs, default=0) + 2)
         except ValueError as e:
@@ -90,10 +84,6 @@ class LMConfig(TrainConfig):
                              dropout_hidden=self.dropout_hidden, weight_dropout=self.weight_dropout,
                              tie_weights=self.tie_weights, softmax=self.softmax, cutoffs=self.cutoffs,
                              init_range=self.init_range)
-
-
-# The default run: char-level Tiny Shakespeare inside a few minutes on 2 CPU cores.
-DEFAULTS = {"time_budget": 180.0, "eval_every": 200}
 
 
 def bundled_shakespeare() -> str:
@@ -186,6 +176,7 @@ class LMTask:
         self.valid = eval_layout(valid_ids, cfg.batch_size) if valid_ids is not None else None
         self.has_valid = valid_ids is not None
         self.ddp_find_unused_parameters = cfg.softmax == "adaptive"  # a batch may miss a tail cluster
+        self.selects_on = ("loss", "min")
 
     def _stream(self, epoch: int) -> BPTTStream:
         return BPTTStream(self.data, self.cfg.bptt, variable=self.cfg.variable_bptt,
@@ -216,6 +207,14 @@ class LMTask:
 
     def summarize(self, stats: dict[str, float]) -> dict[str, float]:
         return summarize(stats)
+
+
+@dataclass
+class LMData:
+    """The encoded token streams of a run: training, and validation (None without validation text)."""
+
+    train: torch.Tensor
+    valid: torch.Tensor | None
 
 
 # --- the Python API ----------------------------------------------------------------------------------
@@ -266,10 +265,6 @@ class LMRun:
         return [self.tokenizer.decode_stream(sample) for sample in out]
 
 
-def _build(cfg: LMConfig, tokenizer: Tokenizer, device: torch.device) -> LanguageModel:
-    return LanguageModel(cfg.model_config(len(tokenizer.vocab))).to(device)
-
-
 def prepare(cfg: LMConfig) -> tuple[Tokenizer, torch.Tensor, torch.Tensor | None]:
     """Read, check and encode the data of a config (nothing is written)."""
     train_text, valid_text, train_name, valid_name = load_texts(cfg)
@@ -286,71 +281,39 @@ def prepare(cfg: LMConfig) -> tuple[Tokenizer, torch.Tensor, torch.Tensor | None
     return tokenizer, train_ids, valid_ids
 
 
-def make_config(config: LMConfig | None = None, **overrides: Any) -> LMConfig:
-    """An :class:`LMConfig` from keyword arguments (checked like flags), on top of ``config`` if given."""
-    return runs.make_config(LMConfig, DEFAULTS, config, **overrides)
-
-
-def train(config: LMConfig | None = None, *, overwrite: bool = False, progress: bool = True,
-          **overrides: Any) -> LMRun:
-    """Train a language model into ``config.out`` and return the loaded best checkpoint.
-
-    Fields may be given as keyword arguments (``train(hidden=512, max_steps=100)``) or as a config.
-    """
-    cfg = make_config(config, **overrides)
-    out = Path(cfg.out)
-    info, device = runs.start(cfg, overwrite=overwrite)
-    tokenizer, train_ids, valid_ids = prepare(cfg)  # every input is checked before the folder is touched
-    runs.create_run(out, cfg, TASK, tokenizer.to_dict(), overwrite=overwrite, info=info)
-    model = _build(cfg, tokenizer, device)
-    runs.after_model_init(cfg, info)
-    trainer = _trainer(cfg, model, train_ids, valid_ids, device, out, progress, info)
-    trainer.fit()
-    runs.report_stop(trainer, out, TASK)
-    if valid_ids is None:  # 'best' is the model in hand: no need to read it back
-        return LMRun(out, cfg, tokenizer, model.eval(), device)
-    return load(out)
-
-
-def resume(run_dir: str | Path, *, progress: bool = True, **overrides: Any) -> LMRun:
-    """Continue a run from its ``last`` checkpoint; only stopping, device and thread fields may change."""
-    out = Path(run_dir)
-    cfg = runs.resume_settings(out, LMConfig, TASK, overrides)
-    ckpt = runs.load_checkpoint(out, "last", TASK)
-    info, device = runs.start(cfg, overwrite=None)
-    tokenizer = _load_tokenizer(out)
+def datasets(cfg: LMConfig, tokenizer: Tokenizer) -> LMData:
+    """The training and validation token streams of a config, encoded with ``tokenizer``."""
     train_text, valid_text, train_name, valid_name = load_texts(cfg)
     train_ids = encode_checked(tokenizer, train_text, train_name, min_tokens=cfg.batch_size * 2)
     valid_ids = encode_checked(tokenizer, valid_text, valid_name, 2) if valid_text is not None else None
-    model = _build(cfg, tokenizer, device)
-    trainer = _trainer(cfg, model, train_ids, valid_ids, device, out, progress, info)
-    runs.restore_for_resume(trainer, ckpt, out, cfg, TASK)
-    trainer.fit()
-    runs.report_stop(trainer, out, TASK)
-    return load(out)
+    return LMData(train_ids, valid_ids)
 
 
-def _trainer(cfg: LMConfig, model: LanguageModel, train_ids: torch.Tensor, valid_ids: torch.Tensor | None,
-             device: torch.device, out: Path, progress: bool, info: DistInfo) -> Trainer:
-    task = LMTask(cfg, train_ids, valid_ids, device, info)
-    meta = {"task": TASK, "model_config": model.config.to_dict()}
-    return Trainer(model, task, cfg, out, meta, device, progress=progress, dist_info=info)
+class LMSpec(TaskSpec[LMConfig, Tokenizer, LMData]):
+    """Language modelling for the driver: one tokenizer, token streams, :class:`LanguageModel`."""
+
+    name = TASK
+    config_class = LMConfig
+    model_class = LanguageModel
+    run_class = LMRun
+    vocab_name = "tokenizer"
+    datasets = staticmethod(datasets)
+    vocab_from_dict = staticmethod(tokenizer_from_dict)
+
+    def prepare(self, cfg: LMConfig) -> tuple[Tokenizer, LMData]:
+        tokenizer, train_ids, valid_ids = prepare(cfg)
+        return tokenizer, LMData(train_ids, valid_ids)
+
+    def model_config(self, cfg: LMConfig, vocabs: Tokenizer) -> LMModelConfig:
+        return cfg.model_config(len(vocabs.vocab))
+
+    def engine_task(self, cfg: LMConfig, vocabs: Tokenizer, data: LMData, device: torch.device,
+                    info: DistInfo) -> LMTask:
+        return LMTask(cfg, data.train, data.valid, device, info)
 
 
-def _load_tokenizer(run_dir: Path) -> Tokenizer:
-    return runs.read_vocabularies(run_dir, "tokenizer", tokenizer_from_dict)
+DRIVER = Driver(LMSpec())
 
-
-def load(run_dir: str | Path, checkpoint: str = "best", device: str = "auto") -> LMRun:
-    """Load a trained run (its ``best`` checkpoint unless ``checkpoint='last'``)."""
-    out = Path(run_dir)
-    cfg = runs.load_run_config(out, LMConfig, TASK)
-    tokenizer = _load_tokenizer(out)
-    ckpt = runs.load_checkpoint(out, checkpoint, TASK)
-    dev = resolve_device(device)
-    model_cfg = cfg.model_config(len(tokenizer.vocab))
-    runs.check_model_config(ckpt, model_cfg)
-    model = LanguageModel(model_cfg).to(dev)
-    load_model_state(model, ckpt)
-    model.eval()
-    return LMRun(out, cfg, tokenizer, model, dev, checkpoint)
+# the Python API: make_config(**fields), train(config=None, *, overwrite=False, progress=True, **fields),
+# resume(run_dir, *, progress=True, **stopping_fields), load(run_dir, checkpoint="best", device="auto")
+make_config, train, resume, load = DRIVER.make_config, DRIVER.train, DRIVER.resume, DRIVER.load

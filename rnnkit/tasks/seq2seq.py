@@ -49,13 +49,12 @@ from rnnkit.metrics.lm import perplexity
 from rnnkit.metrics.translation import bleu_from_stats, bleu_stats, corpus_scores, exact_matches
 from rnnkit.models.seq2seq import ATTENTION_TYPES, Seq2Seq, Seq2SeqConfig
 from rnnkit.nn.registry import describe_cells, resolve_cell
-from rnnkit.train import run as runs
-from rnnkit.train.checkpoint import load_model_state
-from rnnkit.train.config import TrainConfig, option
+from rnnkit.train.config import TrainConfig, option, task_default
 from rnnkit.train.distributed import DistInfo, is_main_process, shard
-from rnnkit.train.engine import StepResult, Trainer, resolve_device
+from rnnkit.train.driver import Driver, TaskSpec
+from rnnkit.train.engine import StepResult
 
-__all__ = ["DEFAULTS", "DEFAULT_BEAM", "DEFAULT_LENGTH_PENALTY", "Seq2SeqRun", "Seq2SeqTask", "Seq2SeqTaskConfig",
+__all__ = ["DEFAULT_BEAM", "DEFAULT_LENGTH_PENALTY", "Seq2SeqRun", "Seq2SeqTask", "Seq2SeqTaskConfig",
            "Translation", "bundled_tatoeba", "load", "make_config", "resume", "train"]
 
 TASK = "seq2seq"
@@ -103,23 +102,18 @@ class Seq2SeqTaskConfig(TrainConfig):
     bucket: bool = option(True, "batch pairs of similar length together (less padding)")
     valid_beam: int = option(1, "at each evaluation, translate the validation sources with this beam and log "
                              "BLEU and exact match (1 = greedy, 0 = loss only)")
+    # the default run: English -> French on the bundled Tatoeba subset inside a few minutes on 2 CPU cores
+    epochs: int = task_default("epochs", 40)
+    time_budget: float | None = task_default("time_budget", 300.0)
 
     def __post_init__(self) -> None:
-        for name in ("emb", "enc_hidden", "hidden", "layers", "batch_size", "min_count", "subword_vocab", "epochs",
-                     "log_every", "max_chars"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"field '{name}': must be >= 1, got {getattr(self, name)}")
-        if self.max_vocab is not None and self.max_vocab < 1:
-            raise ValueError(f"field 'max_vocab': must be >= 1, got {self.max_vocab}")
-        if self.valid_beam < 0:
-            raise ValueError(f"field 'valid_beam': must be >= 0, got {self.valid_beam}")
-        for name in ("dropout", "label_smoothing"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"field '{name}': must be in [0, 1), got {getattr(self, name)}")
-        if self.lr <= 0:
-            raise ValueError(f"field 'lr': must be > 0, got {self.lr}")
-        if self.max_steps is not None and self.max_steps < 0:
-            raise ValueError(f"field 'max_steps': must be >= 0, got {self.max_steps}")
+        super().__post_init__()
+        self.check_at_least(1, "emb", "enc_hidden", "hidden", "layers", "batch_size", "min_count", "subword_vocab",
+                            "max_chars")
+        if self.max_vocab is not None:
+            self.check_at_least(1, "max_vocab")
+        self.check_at_least(0, "valid_beam")
+        self.check_fraction("dropout", "label_smoothing")
         for split in ("train", "valid"):
             tsv, src, tgt = getattr(self, split), getattr(self, f"src_{split}"), getattr(self, f"tgt_{split}")
             if tsv is not None and (src is not None or tgt is not None):
@@ -150,10 +144,6 @@ class Seq2SeqTaskConfig(TrainConfig):
                              enc_hidden=self.enc_hidden, hidden=self.hidden, layers=self.layers,
                              dropout=self.dropout, share_embeddings=self.share_embeddings,
                              tie_weights=self.tie_weights)
-
-
-# The default run: English -> French on the bundled Tatoeba subset inside a few minutes on 2 CPU cores.
-DEFAULTS: dict[str, Any] = {"time_budget": 300.0, "epochs": 40}
 
 
 # --- data --------------------------------------------------------------------------------------------
@@ -328,6 +318,8 @@ class Seq2SeqTask:
         self.train, self.keys = train, _sort_keys(train)
         self.valid, self.valid_refs = valid, valid_refs
         self.has_valid = valid is not None
+        self.selects_on = ("loss", "min")
+        self.ddp_find_unused_parameters = False
 
     def epoch_batches(self, epoch: int) -> list[list[int]]:
         """This rank's batches of ``epoch`` (indices into the training pairs), a function of (seed, epoch)."""
@@ -524,11 +516,6 @@ class Seq2SeqRun:
         return src_tokens, out_tokens, hyp.attention.cpu()
 
 
-def make_config(config: Seq2SeqTaskConfig | None = None, **overrides: Any) -> Seq2SeqTaskConfig:
-    """A :class:`Seq2SeqTaskConfig` from keyword arguments (checked like flags), on top of ``config`` if given."""
-    return runs.make_config(Seq2SeqTaskConfig, DEFAULTS, config, **overrides)
-
-
 def prepare(cfg: Seq2SeqTaskConfig) -> tuple[Seq2SeqTokenizers, list[Example], list[Example] | None, list[str] | None]:
     """Read, check and tokenise the data of a config (nothing is written).
 
@@ -547,67 +534,47 @@ def _valid_data(cfg: Seq2SeqTaskConfig, tokenizers: Seq2SeqTokenizers) -> tuple[
     return tokenizers.encode_pairs(valid, valid_name), [t for _, t in valid]
 
 
-def train(config: Seq2SeqTaskConfig | None = None, *, overwrite: bool = False, progress: bool = True,
-          **overrides: Any) -> Seq2SeqRun:
-    """Train a translation model into ``config.out`` and return the loaded best checkpoint.
+@dataclass
+class Seq2SeqData:
+    """A translation run's encoded data: training examples and validation examples and references
+    (None without validation pairs)."""
 
-    Fields may be given as keyword arguments (``train(attention="dot", max_steps=100)``) or as a config.
-    """
-    cfg = make_config(config, **overrides)
-    out = Path(cfg.out)
-    info, device = runs.start(cfg, overwrite=overwrite)
-    tokenizers, train_ex, valid_ex, refs = prepare(cfg)  # every input is checked before the folder is touched
-    runs.create_run(out, cfg, TASK, tokenizers.to_dict(), overwrite=overwrite, info=info)
-    model = Seq2Seq(tokenizers.model_config(cfg)).to(device)
-    runs.after_model_init(cfg, info)
-    trainer = _trainer(cfg, model, tokenizers, train_ex, valid_ex, refs, device, out, progress, info)
-    trainer.fit()
-    runs.report_stop(trainer, out, TASK)
-    return load(out)
+    train: list[Example]
+    valid: list[Example] | None
+    refs: list[str] | None
 
 
-def resume(run_dir: str | os.PathLike, *, progress: bool = True, **overrides: Any) -> Seq2SeqRun:
-    """Continue a run from its ``last`` checkpoint; only stopping, device and thread fields may change."""
-    out = Path(run_dir)
-    cfg = runs.resume_settings(out, Seq2SeqTaskConfig, TASK, overrides)
-    ckpt = runs.load_checkpoint(out, "last", TASK)
-    info, device = runs.start(cfg, overwrite=None)
-    tokenizers = _load_tokenizers(out)
+def datasets(cfg: Seq2SeqTaskConfig, tokenizers: Seq2SeqTokenizers) -> Seq2SeqData:
+    """The training and validation pairs of a resumed run, encoded with its saved tokenizers."""
     train_pairs, train_name = load_train_pairs(cfg)
-    train_ex = tokenizers.encode_pairs(train_pairs, train_name)
-    valid_ex, refs = _valid_data(cfg, tokenizers)
-    model = Seq2Seq(tokenizers.model_config(cfg)).to(device)
-    trainer = _trainer(cfg, model, tokenizers, train_ex, valid_ex, refs, device, out, progress, info)
-    runs.restore_for_resume(trainer, ckpt, out, cfg, TASK)
-    trainer.fit()
-    runs.report_stop(trainer, out, TASK)
-    return load(out)
+    return Seq2SeqData(tokenizers.encode_pairs(train_pairs, train_name), *_valid_data(cfg, tokenizers))
 
 
-def _trainer(cfg: Seq2SeqTaskConfig, model: Seq2Seq, tokenizers: Seq2SeqTokenizers, train_ex: list[Example],
-             valid_ex: list[Example] | None, refs: list[str] | None, device: torch.device, out: Path,
-             progress: bool, info: DistInfo) -> Trainer:
-    task = Seq2SeqTask(cfg, tokenizers, train_ex, valid_ex, refs, device, info)
-    meta = {"task": TASK, "model_config": model.config.to_dict()}
-    return Trainer(model, task, cfg, out, meta, device, progress=progress, dist_info=info)
+class Seq2SeqSpec(TaskSpec[Seq2SeqTaskConfig, Seq2SeqTokenizers, Seq2SeqData]):
+    """Translation for the driver: source and target tokenizers, sentence pairs, :class:`Seq2Seq`."""
+
+    name = TASK
+    config_class = Seq2SeqTaskConfig
+    model_class = Seq2Seq
+    run_class = Seq2SeqRun
+    vocab_name = "tokenizers"
+    datasets = staticmethod(datasets)
+    vocab_from_dict = staticmethod(Seq2SeqTokenizers.from_dict)
+
+    def prepare(self, cfg: Seq2SeqTaskConfig) -> tuple[Seq2SeqTokenizers, Seq2SeqData]:
+        tokenizers, train_ex, valid_ex, refs = prepare(cfg)
+        return tokenizers, Seq2SeqData(train_ex, valid_ex, refs)
+
+    def model_config(self, cfg: Seq2SeqTaskConfig, vocabs: Seq2SeqTokenizers) -> Seq2SeqConfig:
+        return vocabs.model_config(cfg)
+
+    def engine_task(self, cfg: Seq2SeqTaskConfig, vocabs: Seq2SeqTokenizers, data: Seq2SeqData,
+                    device: torch.device, info: DistInfo) -> Seq2SeqTask:
+        return Seq2SeqTask(cfg, vocabs, data.train, data.valid, data.refs, device, info)
 
 
-def _load_tokenizers(run_dir: Path) -> Seq2SeqTokenizers:
-    return runs.read_vocabularies(run_dir, "tokenizers", Seq2SeqTokenizers.from_dict)
+DRIVER = Driver(Seq2SeqSpec())
 
-
-def load(run_dir: str | os.PathLike, checkpoint: str = "best", device: str = "auto") -> Seq2SeqRun:
-    """Load a trained run (its ``best`` checkpoint unless ``checkpoint='last'``), ready to translate."""
-    out = Path(run_dir)
-    cfg = runs.load_run_config(out, Seq2SeqTaskConfig, TASK)
-    tokenizers = _load_tokenizers(out)
-    ckpt = runs.load_checkpoint(out, checkpoint, TASK)
-    dev = resolve_device(device)
-    model_cfg = tokenizers.model_config(cfg)
-    runs.check_model_config(ckpt, model_cfg)
-    model = Seq2Seq(model_cfg).to(dev)
-    load_model_state(model, ckpt)
-    model.eval()
-    return Seq2SeqRun(out, cfg, tokenizers, model, dev, checkpoint)
-
-
+# the Python API: make_config(**fields), train(config=None, *, overwrite=False, progress=True, **fields),
+# resume(run_dir, *, progress=True, **stopping_fields), load(run_dir, checkpoint="best", device="auto")
+make_config, train, resume, load = DRIVER.make_config, DRIVER.train, DRIVER.resume, DRIVER.load

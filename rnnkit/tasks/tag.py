@@ -40,13 +40,12 @@ from rnnkit.metrics.tagging import detect_scheme, span_scores, tagging_report
 from rnnkit.models.tagger import Tagger, TaggerBatch, TaggerConfig, collate_tagged, load_word_vectors
 from rnnkit.nn.crf import bio_constraints
 from rnnkit.nn.registry import describe_cells, resolve_cell
-from rnnkit.train import run as runs
-from rnnkit.train.checkpoint import load_model_state
-from rnnkit.train.config import TrainConfig, option
+from rnnkit.train.config import TrainConfig, option, task_default
 from rnnkit.train.distributed import DistInfo, is_main_process, shard
-from rnnkit.train.engine import StepResult, Trainer, resolve_device
+from rnnkit.train.driver import Driver, TaskSpec
+from rnnkit.train.engine import StepResult
 
-__all__ = ["DEFAULTS", "TagConfig", "TagRun", "TagTask", "TagVocabs", "bundled_ud_ewt", "load", "make_config",
+__all__ = ["TagConfig", "TagRun", "TagTask", "TagVocabs", "bundled_ud_ewt", "load", "make_config",
            "resume", "train"]
 
 TASK = "tag"
@@ -88,21 +87,15 @@ class TagConfig(TrainConfig):
                               "set is BIO/BIOES and every training sentence obeys them", choices=("auto", "none"))
     batch_size: int = option(32, "sentences per batch")
     bucket: bool = option(True, "batch sentences of similar length together (less padding)")
+    # the default run: UPOS on the bundled UD English EWT inside a few minutes on 2 CPU cores
+    time_budget: float | None = task_default("time_budget", 240.0)
+    eval_every: int = task_default("eval_every", 150)
 
     def __post_init__(self) -> None:
-        for name in ("emb", "char_emb", "char_hidden", "hidden", "layers", "batch_size", "min_count", "epochs",
-                     "log_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"field '{name}': must be >= 1, got {getattr(self, name)}")
-        if self.max_word_chars < 0:
-            raise ValueError(f"field 'max_word_chars': must be >= 0, got {self.max_word_chars}")
-        for name in ("dropout", "word_dropout"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"field '{name}': must be in [0, 1), got {getattr(self, name)}")
-        if self.lr <= 0:
-            raise ValueError(f"field 'lr': must be > 0, got {self.lr}")
-        if self.max_steps is not None and self.max_steps < 0:
-            raise ValueError(f"field 'max_steps': must be >= 0, got {self.max_steps}")
+        super().__post_init__()
+        self.check_at_least(1, "emb", "char_emb", "char_hidden", "hidden", "layers", "batch_size", "min_count")
+        self.check_at_least(0, "max_word_chars")
+        self.check_fraction("dropout", "word_dropout")
         check_column(self.column)
 
     def model_config(self, vocabs: TagVocabs) -> TaggerConfig:
@@ -112,10 +105,6 @@ class TagConfig(TrainConfig):
                             layers=self.layers, dropout=self.dropout, crf=self.crf, use_chars=self.chars,
                             word_pad_id=vocabs.words.pad_id, char_pad_id=0, cell=self.cell,
                             char_cell=self.char_cell)
-
-
-# The default run: UPOS on the bundled UD English EWT inside a few minutes on 2 CPU cores.
-DEFAULTS = {"time_budget": 240.0, "eval_every": 150}
 
 
 def check_column(column: str | int | None) -> None:
@@ -248,10 +237,6 @@ def constraint_scheme(cfg: TagConfig, vocabs: TagVocabs, train: Sequence[Example
     return scheme
 
 
-def _crf_constraints(scheme: str | None, vocabs: TagVocabs) -> tuple[torch.Tensor, ...] | None:
-    return None if scheme is None else bio_constraints(vocabs.tags.itos, scheme)
-
-
 # --- prediction and scoring (shared by the task's validation and the API) -----------------------------
 
 @torch.no_grad()
@@ -307,6 +292,7 @@ class TagTask:
         self.unk_id = vocabs.words.unk_id
         self.scheme = detect_scheme(vocabs.tags.itos)  # BIO / BIOES, or None: no spans
         self.selects_on = ("accuracy", "max") if self.scheme is None else ("f1", "max")
+        self.ddp_find_unused_parameters = False
 
     def _batches(self, epoch: int) -> list[list[int]]:
         batches = length_batches(self.lengths, self.cfg.batch_size, shuffle=True, seed=self.cfg.seed,
@@ -425,11 +411,6 @@ class TagRun:
         return self.evaluate_sentences(read_data(path, col, "test data"))
 
 
-def make_config(config: TagConfig | None = None, **overrides: Any) -> TagConfig:
-    """A :class:`TagConfig` from keyword arguments (checked like flags), on top of ``config`` if given."""
-    return runs.make_config(TagConfig, DEFAULTS, config, **overrides)
-
-
 def _examples(vocabs: TagVocabs, sentences: Sequence[Sentence]) -> list[Example]:
     return [encode(vocabs, s.tokens, s.labels) for s in sentences]
 
@@ -458,74 +439,71 @@ def prepare(cfg: TagConfig) -> tuple[TagVocabs, list[Example], list[Sentence] | 
     return vocabs, _examples(vocabs, train), valid, train_name, vectors
 
 
-def train(config: TagConfig | None = None, *, overwrite: bool = False, progress: bool = True,
-          **overrides: Any) -> TagRun:
-    """Train a tagger into ``config.out`` and return the loaded best checkpoint.
+@dataclass
+class TagData:
+    """A tagging run's encoded data: training examples, validation sentences (None without validation
+    data) and, for a new run, the training data's name and pre-trained vectors (see :func:`prepare`)."""
 
-    Fields may be given as keyword arguments (``train(crf=True, max_steps=100)``) or as a config.
-    """
-    cfg = make_config(config, **overrides)
-    out = Path(cfg.out)
-    info, device = runs.start(cfg, overwrite=overwrite)
-    vocabs, train_ex, valid, train_name, vectors = prepare(cfg)  # every input is checked first
-    scheme = constraint_scheme(cfg, vocabs, train_ex, train_name)
-    runs.create_run(out, cfg, TASK, vocabs.to_dict(), overwrite=overwrite, info=info)
-    model = Tagger(cfg.model_config(vocabs), crf_constraints=_crf_constraints(scheme, vocabs)).to(device)
-    if vectors is not None:
-        model.set_word_vectors(vectors[0].to(device), found=vectors[1])
-    runs.after_model_init(cfg, info)
-    trainer = _trainer(cfg, model, vocabs, train_ex, valid, scheme, device, out, progress, info)
-    trainer.fit()
-    runs.report_stop(trainer, out, TASK)
-    return load(out)
+    train: list[Example]
+    valid: list[Sentence] | None
+    train_name: str
+    vectors: tuple | None = None
 
 
-def resume(run_dir: str | Path, *, progress: bool = True, **overrides: Any) -> TagRun:
-    """Continue a run from its ``last`` checkpoint; only stopping, device and thread fields may change."""
-    out = Path(run_dir)
-    cfg = runs.resume_settings(out, TagConfig, TASK, overrides)
-    ckpt = runs.load_checkpoint(out, "last", TASK)
-    info, device = runs.start(cfg, overwrite=None)
-    vocabs = _load_vocabs(out)
+def datasets(cfg: TagConfig, vocabs: TagVocabs) -> TagData:
+    """The training and validation data of a resumed run, encoded with its saved vocabularies."""
     train_sents, valid, train_name, _ = load_sentences(cfg)
     train_ex = _examples(vocabs, train_sents)
     missing = next((i for i, e in enumerate(train_ex) if e.tags is None), None)
     if missing is not None:
         raise DataError(f"{train_name}: sentence {missing + 1} has a label the run's tag set lacks; "
                         f"the training data changed since the run started")
-    scheme = ckpt.meta.get("constraints")
-    model = Tagger(cfg.model_config(vocabs), crf_constraints=_crf_constraints(scheme, vocabs)).to(device)
-    trainer = _trainer(cfg, model, vocabs, train_ex, valid, scheme, device, out, progress, info)
-    runs.restore_for_resume(trainer, ckpt, out, cfg, TASK)
-    trainer.fit()
-    runs.report_stop(trainer, out, TASK)
-    return load(out)
+    return TagData(train_ex, valid, train_name)
 
 
-def _trainer(cfg: TagConfig, model: Tagger, vocabs: TagVocabs, train_ex: list[Example],
-             valid: list[Sentence] | None, scheme: str | None, device: torch.device, out: Path,
-             progress: bool, info: DistInfo) -> Trainer:
-    valid_ex = _examples(vocabs, valid) if valid is not None else None
-    gold = [s.labels for s in valid] if valid is not None else None
-    task = TagTask(cfg, vocabs, train_ex, valid_ex, gold, device, info)
-    meta = {"task": TASK, "model_config": model.config.to_dict(), "constraints": scheme}
-    return Trainer(model, task, cfg, out, meta, device, progress=progress, dist_info=info)
+class TagSpec(TaskSpec[TagConfig, TagVocabs, TagData]):
+    """Sequence labelling for the driver: word/char/tag vocabularies, sentences, :class:`Tagger`.
+
+    Checkpoints store ``constraints``, the scheme of the CRF's transition constraints (or None).
+    """
+
+    name = TASK
+    config_class = TagConfig
+    model_class = Tagger
+    run_class = TagRun
+    meta_keys = ("constraints",)
+    datasets = staticmethod(datasets)
+    vocab_from_dict = staticmethod(TagVocabs.from_dict)
+
+    def prepare(self, cfg: TagConfig) -> tuple[TagVocabs, TagData]:
+        vocabs, train_ex, valid, train_name, vectors = prepare(cfg)
+        return vocabs, TagData(train_ex, valid, train_name, vectors)
+
+    def model_config(self, cfg: TagConfig, vocabs: TagVocabs) -> TaggerConfig:
+        return cfg.model_config(vocabs)
+
+    def run_meta(self, cfg: TagConfig, vocabs: TagVocabs, data: TagData) -> dict[str, Any]:
+        return {"constraints": constraint_scheme(cfg, vocabs, data.train, data.train_name)}
+
+    def build_model(self, cfg: TagConfig, vocabs: TagVocabs, meta: dict[str, Any]) -> Tagger:
+        scheme = meta["constraints"]
+        constraints = None if scheme is None else bio_constraints(vocabs.tags.itos, scheme)
+        return Tagger(cfg.model_config(vocabs), crf_constraints=constraints)
+
+    def init_model(self, model: Tagger, data: TagData) -> None:
+        if data.vectors is not None:
+            vectors, found = data.vectors
+            model.set_word_vectors(vectors.to(next(model.parameters()).device), found=found)
+
+    def engine_task(self, cfg: TagConfig, vocabs: TagVocabs, data: TagData, device: torch.device,
+                    info: DistInfo) -> TagTask:
+        valid_ex = _examples(vocabs, data.valid) if data.valid is not None else None
+        gold = [s.labels for s in data.valid] if data.valid is not None else None
+        return TagTask(cfg, vocabs, data.train, valid_ex, gold, device, info)
 
 
-def _load_vocabs(run_dir: Path) -> TagVocabs:
-    return runs.read_vocabularies(run_dir, "vocabularies", TagVocabs.from_dict)
+DRIVER = Driver(TagSpec())
 
-
-def load(run_dir: str | Path, checkpoint: str = "best", device: str = "auto") -> TagRun:
-    """Load a trained run (its ``best`` checkpoint unless ``checkpoint='last'``), ready to predict."""
-    out = Path(run_dir)
-    cfg = runs.load_run_config(out, TagConfig, TASK)
-    vocabs = _load_vocabs(out)
-    ckpt = runs.load_checkpoint(out, checkpoint, TASK)
-    dev = resolve_device(device)
-    model_cfg = cfg.model_config(vocabs)
-    runs.check_model_config(ckpt, model_cfg)
-    model = Tagger(model_cfg).to(dev)  # the CRF's constraint masks are buffers: loaded with the weights
-    load_model_state(model, ckpt)
-    model.eval()
-    return TagRun(out, cfg, vocabs, model, dev, checkpoint)
+# the Python API: make_config(**fields), train(config=None, *, overwrite=False, progress=True, **fields),
+# resume(run_dir, *, progress=True, **stopping_fields), load(run_dir, checkpoint="best", device="auto")
+make_config, train, resume, load = DRIVER.make_config, DRIVER.train, DRIVER.resume, DRIVER.load

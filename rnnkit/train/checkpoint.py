@@ -1,29 +1,85 @@
 """Checkpoint files: one safetensors file per checkpoint, written atomically, never a pickle.
 
-A checkpoint ``RUN/<name>.safetensors`` holds tensors under prefixed keys (``model.*`` the model's state
-dict, ``optim.*`` the optimiser's tensors, ``rng.*`` random-generator states, ``carry.*`` the carried
-recurrent state) and, in the safetensors header's metadata, one JSON document (key ``rnnkit``) with
-everything else: format version, rnnkit version, task name, the loop counters and the optimiser's and
-schedule's plain values. Loading uses :func:`safetensors.torch.load_file`, which cannot run code.
+The layout of ``RUN/<name>.safetensors`` (``best`` or ``last``), as :func:`save_training_checkpoint`
+writes it. Tensors, under prefixed keys:
+
+    model.<name>        the model's state dict (the unwrapped model, never a pickled module)
+    optim.<i>.<key>     the optimiser's per-parameter tensors (Adam's moments...)
+    carry.<i>           the carried recurrent state, flattened (see :func:`carry_to_flat`)
+    rng.torch           torch's CPU generator state, one row per process: (world_size, n)
+    rng.cuda.<d>        each CUDA device's generator state, likewise (when CUDA was in use)
+
+and, in the safetensors header's metadata under the key ``rnnkit``, one JSON document:
+
+    format_version      1
+    rnnkit_version      the version that wrote the file
+    task, model_config  what the driver stores: the task's name and its model's config
+                        (plus task-specific values, e.g. the tagger's ``constraints``)
+    name                "best" or "last"
+    eval_loss           validation loss of a 'best' checkpoint (None otherwise)
+    world_size          processes that wrote it (a run resumes with as many)
+    state               the loop counters: the fields of :class:`LoopCounters`
+    schedule_scale      the learning-rate schedule's multiplier (plateau and step schedules)
+    optimizer           the optimiser's param_groups and its plain (non-tensor) per-parameter values
+    scaler              the fp16 gradient scaler's state dict ({} when off)
+    carry               the structure that rebuilds the carried state from ``carry.<i>`` (None: no carry)
+
+Loading reads the file once with :func:`safetensors.safe_open`, which cannot run code.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 
 from rnnkit import __version__
 from rnnkit.errors import CheckpointError
 
 FORMAT_VERSION = 1
 SUFFIX = ".safetensors"
+
+
+@dataclass
+class LoopCounters:
+    """The training loop's counters, saved as a checkpoint's ``state`` and restored from it."""
+
+    step: int = 0  # optimiser steps taken in total
+    epoch: int = 0  # current epoch, 0-based
+    batch_in_epoch: int = 0  # batches of the current epoch already consumed
+    # scores: the task's selection metric (Task.selects_on), negated where higher is better; lower is better
+    best_score: float = math.inf  # best scheduled evaluation (early stopping and plateau schedule)
+    bad_evals: int = 0  # scheduled evaluations since the best one
+    best_saved_score: float = math.inf  # score of the checkpoint saved as 'best'
+    elapsed_s: float = 0.0  # training wall time over all invocations
+
+    def counters(self) -> dict[str, Any]:
+        """The counter fields as a JSON-ready dict (a subclass's other fields left out)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(LoopCounters)}
+
+    @staticmethod
+    def saved(meta: dict[str, Any]) -> dict[str, Any]:
+        """The counters a checkpoint's metadata holds, by field (KeyError when one is missing)."""
+        return {f.name: meta["state"][f.name] for f in dataclasses.fields(LoopCounters)}
+
+
+@dataclass
+class TrainingState:
+    """Everything besides the model that :func:`read_training_state` gives back to resume a run."""
+
+    counters: dict[str, Any]
+    schedule_scale: float
+    scaler: dict[str, Any]
+    carry: Any
+    rng: dict[str, torch.Tensor]  # this process's generator states (see :func:`rng_from_flat`)
 
 
 @dataclass
@@ -94,11 +150,9 @@ def load_checkpoint(path: Path, *, task: str | None = None) -> Checkpoint:
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint")
     try:
-        tensors = load_file(str(path))
-        from safetensors import safe_open
-
         with safe_open(str(path), framework="pt") as f:
             header = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
         meta = json.loads(header["rnnkit"])
     except (SafetensorError, OSError, KeyError, ValueError, RuntimeError) as e:
         msg = " ".join(str(e).split())[:120]
@@ -108,6 +162,33 @@ def load_checkpoint(path: Path, *, task: str | None = None) -> Checkpoint:
     if task is not None and meta.get("task") != task:
         raise CheckpointError(f"{path}: checkpoint is for task '{meta.get('task')}', not '{task}'")
     return Checkpoint(path, meta, tensors)
+
+
+def save_training_checkpoint(path: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                             counters: LoopCounters, schedule_scale: float, scaler: dict[str, Any], carry: Any,
+                             rng: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    """Write the checkpoint laid out in this module's docstring; ``meta`` adds task, name, world size..."""
+    opt_tensors, opt_meta = optimizer_to_flat(optimizer)
+    carry_tensors, carry_structure = carry_to_flat(carry)
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    for prefix, group in (("optim", opt_tensors), ("carry", carry_tensors), ("rng", rng)):
+        tensors.update({f"{prefix}.{k}": v for k, v in group.items()})
+    save_checkpoint(path, tensors, {**meta, "state": counters.counters(), "schedule_scale": schedule_scale,
+                                    "optimizer": opt_meta, "scaler": scaler, "carry": carry_structure})
+
+
+def read_training_state(ckpt: Checkpoint, optimizer: torch.optim.Optimizer, device: torch.device,
+                        rank: int) -> TrainingState:
+    """Load the optimiser's state from ``ckpt`` and return the rest of what resuming needs; the RNG
+    states are process ``rank``'s. A checkpoint missing any of it is a CheckpointError naming the file."""
+    try:
+        optimizer_from_flat(optimizer, ckpt.group("optim"), ckpt.meta["optimizer"])
+        return TrainingState(counters=LoopCounters.saved(ckpt.meta), schedule_scale=ckpt.meta["schedule_scale"],
+                             scaler=ckpt.meta.get("scaler") or {},
+                             carry=carry_from_flat(ckpt.group("carry"), ckpt.meta["carry"], device),
+                             rng={k: v[rank].clone() for k, v in ckpt.group("rng").items()})
+    except (KeyError, ValueError, RuntimeError, IndexError) as e:
+        raise CheckpointError(f"{ckpt.path}: cannot resume from this checkpoint ({e})") from None
 
 
 def load_model_state(model: torch.nn.Module, ckpt: Checkpoint) -> None:

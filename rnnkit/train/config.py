@@ -9,7 +9,6 @@ values outside ``choices`` raise :class:`~rnnkit.errors.ConfigError` naming the 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import re
 import sys
@@ -60,8 +59,9 @@ class TrainConfig:
     lr: float = option(2e-3, "learning rate")
     weight_decay: float = option(0.0, "weight decay (L2 for adam/sgd, decoupled for adamw)")
     momentum: float = option(0.0, "SGD momentum")
-    scheduler: str = option("none", "learning-rate schedule: plateau = divide by --lr-decay when the valid "
-                            "loss stops improving; cosine = linear warm-up then cosine to 0; step = Zaremba "
+    scheduler: str = option("none", "learning-rate schedule: plateau = divide by --lr-decay when the "
+                            "validation metric the task selects on stops improving; cosine = linear warm-up then "
+                            "cosine to 0; step = Zaremba "
                             "et al.: multiply by --lr-decay every epoch from --decay-start on",
                             choices=("none", "plateau", "cosine", "step"))
     lr_decay: float = option(0.5, "multiplier for plateau and step schedules")
@@ -79,6 +79,34 @@ class TrainConfig:
     device: str = option("auto", "auto, cpu, cuda or cuda:N (under torchrun: each rank's own GPU)")
     precision: str = option("fp32", "autocast precision (fp16 adds a gradient scaler)",
                             choices=("fp32", "bf16", "fp16"))
+
+    def __post_init__(self) -> None:
+        """Checks of the training fields; a task config adds its own (``super().__post_init__()`` first)."""
+        self.check_at_least(1, "epochs", "log_every")
+        if self.lr <= 0:
+            raise ValueError(f"field 'lr': must be > 0, got {self.lr}")
+        if self.max_steps is not None and self.max_steps < 0:
+            raise ValueError(f"field 'max_steps': must be >= 0, got {self.max_steps}")
+
+    def check_at_least(self, low: int, *names: str) -> None:
+        """ValueError naming the first of ``names`` whose value is below ``low``."""
+        for name in names:
+            if getattr(self, name) < low:
+                raise ValueError(f"field '{name}': must be >= {low}, got {getattr(self, name)}")
+
+    def check_fraction(self, *names: str) -> None:
+        """ValueError naming the first of ``names`` (dropout rates...) outside [0, 1)."""
+        for name in names:
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"field '{name}': must be in [0, 1), got {getattr(self, name)}")
+
+
+def task_default(name: str, default: Any) -> Any:
+    """A :class:`TrainConfig` field re-declared by a task config with the task's own default (same help)::
+
+        time_budget: float | None = task_default("time_budget", 180.0)
+    """
+    return field(default=default, metadata=TrainConfig.__dataclass_fields__[name].metadata)
 
 
 def field_type(cls: type, name: str) -> Any:
@@ -217,8 +245,3 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
         v = getattr(cfg, f.name)
         out[f.name] = list(v) if isinstance(v, tuple) else v
     return out
-
-
-def save_config(cfg: Any, path: Path) -> None:
-    path.write_text(json.dumps(config_to_dict(cfg), indent=2) + "\n", encoding="utf-8")
-

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from rnnkit.errors import ConfigError
+from rnnkit.errors import ConfigError, RnnkitError
 
 
 @dataclass(frozen=True)
@@ -43,8 +43,6 @@ def setup(device_name: str) -> tuple[DistInfo, torch.device]:
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
-        from rnnkit.train.engine import resolve_device
-
         return DistInfo(), resolve_device(device_name)
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     use_cuda = device_name.startswith("cuda") or (device_name == "auto" and torch.cuda.is_available())
@@ -58,6 +56,19 @@ def setup(device_name: str) -> tuple[DistInfo, torch.device]:
     if not dist.is_initialized():
         dist.init_process_group("nccl" if use_cuda else "gloo")
     return DistInfo(rank, world, local_rank), device
+
+
+def resolve_device(name: str) -> torch.device:
+    """The device a ``device`` field names (``auto``: the GPU when torch sees one, else the CPU)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise RnnkitError(f"field 'device': unknown device {name!r} (auto, cpu, cuda or cuda:N)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RnnkitError("field 'device': CUDA was asked for but torch sees no GPU")
+    return device
 
 
 def is_main_process() -> bool:
@@ -104,3 +115,89 @@ def barrier() -> None:
 def cleanup() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+class SingleProcess:
+    """What the training loop does differently with several processes, for one process: nothing.
+
+    :class:`Processes` (torchrun) overrides each method; the loop calls them unconditionally, so it reads
+    the same either way. Collectives run on the training ``device``.
+    """
+
+    def __init__(self, info: DistInfo, device: torch.device) -> None:
+        self.info, self.device = info, device
+
+    @property
+    def is_main(self) -> bool:
+        return self.info.is_main
+
+    def wrap(self, module: torch.nn.Module, *, find_unused_parameters: bool) -> torch.nn.Module:
+        """The module the loop calls for a training step (DistributedDataParallel averages gradients)."""
+        return module
+
+    def mean_loss(self, loss_sum: torch.Tensor, tokens: int) -> torch.Tensor:
+        """The loss to back-propagate: ``loss_sum`` over the real tokens of every process."""
+        return loss_sum.float() / max(1, tokens)
+
+    def all_sum(self, t: torch.Tensor) -> torch.Tensor:
+        """``t`` summed over processes."""
+        return t
+
+    def sum_stats(self, stats: dict[str, float]) -> dict[str, float]:
+        """Additive statistics (evaluation sums and counts) summed over processes."""
+        return stats
+
+    def any(self, flags: list[bool]) -> list[bool]:
+        """Element-wise OR over processes, so that all of them take the same decision."""
+        return flags
+
+    def gather(self, t: torch.Tensor, dim: int) -> torch.Tensor:
+        """Every process's ``t`` concatenated along ``dim`` in rank order, on the CPU."""
+        return t
+
+    def own_rows(self, t: torch.Tensor, dim: int) -> torch.Tensor:
+        """This process's share of ``t`` along ``dim`` (the inverse of :meth:`gather`)."""
+        return t
+
+    def barrier(self) -> None:
+        """Wait until every process gets here."""
+
+
+class Processes(SingleProcess):
+    """:class:`SingleProcess`'s methods for ``world_size`` processes under torchrun."""
+
+    def wrap(self, module: torch.nn.Module, *, find_unused_parameters: bool) -> torch.nn.Module:
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return torch.nn.parallel.DistributedDataParallel(module, device_ids=ids,
+                                                         find_unused_parameters=find_unused_parameters)
+
+    def mean_loss(self, loss_sum: torch.Tensor, tokens: int) -> torch.Tensor:
+        # DDP averages gradients over processes: scale by world size so the result is the global mean
+        all_tokens = all_sum(torch.tensor(float(tokens), device=self.device))
+        return loss_sum.float() * self.info.world_size / all_tokens
+
+    def all_sum(self, t: torch.Tensor) -> torch.Tensor:
+        return all_sum(t)
+
+    def sum_stats(self, stats: dict[str, float]) -> dict[str, float]:
+        keys = sorted(stats)
+        summed = all_sum(torch.tensor([float(stats[k]) for k in keys], dtype=torch.float64, device=self.device))
+        return dict(zip(keys, summed.tolist()))
+
+    def any(self, flags: list[bool]) -> list[bool]:
+        return [bool(f) for f in any_rank(torch.tensor(flags, dtype=torch.int32, device=self.device))]
+
+    def gather(self, t: torch.Tensor, dim: int) -> torch.Tensor:
+        return gather_cat(t.to(self.device), dim).cpu()
+
+    def own_rows(self, t: torch.Tensor, dim: int) -> torch.Tensor:
+        rows = shard(t.size(dim), self.info, "batch_size")
+        return t.narrow(dim, rows.start, rows.stop - rows.start).contiguous()
+
+    def barrier(self) -> None:
+        barrier()
+
+
+def processes(info: DistInfo, device: torch.device) -> SingleProcess:
+    """The loop's view of the processes: :class:`Processes` under torchrun, else :class:`SingleProcess`."""
+    return Processes(info, device) if info.enabled else SingleProcess(info, device)

@@ -8,8 +8,10 @@ protocol); the engine runs one explicit loop, read top to bottom:
 and owns everything around it: optimiser and schedule, gradient clipping, early stopping, the time and
 step budgets, Ctrl-C, non-finite losses, the progress bar and ``metrics.jsonl``, and checkpoints that
 resume exactly (model, optimiser, schedule, early-stopping state, RNG state, data position and the
-carried recurrent state). Under torchrun it wraps the model in DistributedDataParallel; only rank 0
-prints, logs and writes checkpoints, and every stopping decision is taken by all ranks together.
+carried recurrent state). What differs with several processes (torchrun) sits behind one small interface,
+:class:`~rnnkit.train.distributed.SingleProcess` / :class:`~rnnkit.train.distributed.Processes`: the
+model is wrapped in DistributedDataParallel, only rank 0 prints, logs and writes checkpoints, and every
+stopping decision is taken by all ranks together.
 """
 
 from __future__ import annotations
@@ -30,9 +32,8 @@ from tqdm import tqdm
 
 from rnnkit.errors import RnnkitError
 from rnnkit.train import checkpoint as ck
-from rnnkit.train import distributed as dist
 from rnnkit.train.config import TrainConfig
-from rnnkit.train.distributed import DistInfo
+from rnnkit.train.distributed import DistInfo, processes
 from rnnkit.train.schedule import Schedule
 
 
@@ -60,6 +61,11 @@ class Task(Protocol):
 
     name: str
     has_valid: bool
+    # the validation metric that picks the 'best' checkpoint and drives early stopping and the plateau
+    # schedule, and whether it is better low or high: e.g. ("loss", "min"), ("f1", "max")
+    selects_on: tuple[str, str]
+    # DistributedDataParallel's find_unused_parameters: True when a batch may leave parameters unused
+    ddp_find_unused_parameters: bool
 
     def batches_per_epoch(self) -> int: ...
 
@@ -74,22 +80,12 @@ class Task(Protocol):
     def summarize(self, stats: dict[str, float]) -> dict[str, float]:
         """Metrics from statistics summed over ranks; must include ``loss`` (mean per token)."""
 
-    # Optional: ``selects_on = (metric, "min" | "max")``, the validation metric that picks the 'best'
-    # checkpoint and drives early stopping and the plateau schedule; without it, ("loss", "min").
-
 
 @dataclass
-class TrainState:
-    """Every mutable value of the loop that a resumed run needs (besides model/optimiser tensors)."""
+class TrainState(ck.LoopCounters):
+    """Every mutable value of the loop that a resumed run needs (besides model/optimiser tensors): the
+    checkpointed counters and the carried recurrent state."""
 
-    step: int = 0  # optimiser steps taken in total
-    epoch: int = 0  # current epoch, 0-based
-    batch_in_epoch: int = 0  # batches of the current epoch already consumed
-    # scores: the task's selection metric (Task.selects_on), negated where higher is better; lower is better
-    best_score: float = math.inf  # best scheduled evaluation (early stopping and plateau schedule)
-    bad_evals: int = 0  # scheduled evaluations since the best one
-    best_saved_score: float = math.inf  # score of the checkpoint saved as 'best'
-    elapsed_s: float = 0.0  # training wall time over all invocations
     carry: Any = field(default=None, repr=False)
 
 
@@ -100,18 +96,6 @@ def detach_carry(carry: Any) -> Any:
     if torch.is_tensor(carry):
         return carry.detach()
     return tuple(detach_carry(c) for c in carry)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise RnnkitError(f"field 'device': unknown device {name!r} (auto, cpu, cuda or cuda:N)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RnnkitError("field 'device': CUDA was asked for but torch sees no GPU")
-    return device
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -190,12 +174,10 @@ class Trainer:
         self.model, self.task, self.cfg, self.run_dir = model, task, cfg, Path(run_dir)
         self.meta, self.device = meta, device
         self.dist = dist_info or DistInfo()
+        self.procs = processes(self.dist, device)
         self.progress = progress and self.dist.is_main
-        self.step_module: nn.Module = _StepModule(model, task)
-        if self.dist.enabled:
-            self.step_module = nn.parallel.DistributedDataParallel(
-                self.step_module, device_ids=[device.index] if device.type == "cuda" else None,
-                find_unused_parameters=getattr(task, "ddp_find_unused_parameters", False))
+        self.step_module = self.procs.wrap(_StepModule(model, task),
+                                           find_unused_parameters=task.ddp_find_unused_parameters)
         self.optimizer = make_optimizer(model, cfg)
         self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
         self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
@@ -210,46 +192,24 @@ class Trainer:
 
     # --- checkpoints -------------------------------------------------------------------------------
 
-    def _gather(self, t: torch.Tensor, dim: int) -> torch.Tensor:
-        """Every rank's ``t`` concatenated along ``dim`` (collectives run on the training device)."""
-        if not self.dist.enabled:
-            return t
-        return dist.gather_cat(t.to(self.device), dim).cpu()
-
     def save(self, name: str, eval_loss: float | None = None, also_as: str | None = None) -> None:
-        """Write checkpoint ``name`` ('best' or 'last') atomically. Every rank calls it; rank 0 writes.
+        """Write checkpoint ``name`` ('best' or 'last') atomically. Every process calls it; the main one writes.
 
         ``also_as`` names a second checkpoint that becomes the same file (a hard link, not a second write).
         """
         carry = self.state.carry
-        if self.dist.enabled and carry is not None:
-            carry = _map_tensors(carry, lambda t: self._gather(t, 1))  # (L*D, B_global, H)
-        rng = {k: self._gather(v[None], 0) for k, v in ck.rng_to_flat().items()}  # (world_size, n)
-        if not self.dist.is_main:
+        if carry is not None:
+            carry = _map_tensors(carry, lambda t: self.procs.gather(t, 1))  # (L*D, B_global, H)
+        rng = {k: self.procs.gather(v[None], 0) for k, v in ck.rng_to_flat().items()}  # (world_size, n)
+        if not self.procs.is_main:
             return
-        opt_tensors, opt_meta = ck.optimizer_to_flat(self.optimizer)
-        carry_tensors, carry_structure = ck.carry_to_flat(carry)
-        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
-        tensors.update({f"optim.{k}": v for k, v in opt_tensors.items()})
-        tensors.update({f"carry.{k}": v for k, v in carry_tensors.items()})
-        tensors.update({f"rng.{k}": v for k, v in rng.items()})
-        s = self.state
-        meta = {
-            **self.meta,
-            "name": name,
-            "eval_loss": eval_loss,
-            "world_size": self.dist.world_size,
-            "state": {"step": s.step, "epoch": s.epoch, "batch_in_epoch": s.batch_in_epoch,
-                      "best_score": s.best_score, "bad_evals": s.bad_evals,
-                      "best_saved_score": s.best_saved_score, "elapsed_s": s.elapsed_s},
-            "schedule_scale": self.schedule.scale,
-            "optimizer": opt_meta,
-            "scaler": self.scaler.state_dict(),
-            "carry": carry_structure,
-        }
-        ck.save_checkpoint(ck.checkpoint_path(self.run_dir, name), tensors, meta)
+        path = ck.checkpoint_path(self.run_dir, name)
+        ck.save_training_checkpoint(
+            path, model=self.model, optimizer=self.optimizer, counters=self.state,
+            schedule_scale=self.schedule.scale, scaler=self.scaler.state_dict(), carry=carry, rng=rng,
+            meta={**self.meta, "name": name, "eval_loss": eval_loss, "world_size": self.dist.world_size})
         if also_as is not None:
-            ck.link_checkpoint(ck.checkpoint_path(self.run_dir, name), ck.checkpoint_path(self.run_dir, also_as))
+            ck.link_checkpoint(path, ck.checkpoint_path(self.run_dir, also_as))
 
     def restore(self, ckpt: ck.Checkpoint) -> None:
         """Load everything the next step depends on from a checkpoint written by :meth:`save`."""
@@ -258,34 +218,20 @@ class Trainer:
         if saved_world != self.dist.world_size:
             raise ck.CheckpointError(f"{ckpt.path}: written by {saved_world} process(es); resume it with the "
                                      f"same number (now {self.dist.world_size})")
-        try:
-            ck.optimizer_from_flat(self.optimizer, ckpt.group("optim"), ckpt.meta["optimizer"])
-            st = ckpt.meta["state"]
-            self.state = TrainState(step=st["step"], epoch=st["epoch"], batch_in_epoch=st["batch_in_epoch"],
-                                    best_score=st["best_score"], bad_evals=st["bad_evals"],
-                                    best_saved_score=st["best_saved_score"], elapsed_s=st["elapsed_s"])
-            carry = ck.carry_from_flat(ckpt.group("carry"), ckpt.meta["carry"], self.device)
-            if self.dist.enabled and carry is not None:
-                rows = None
-
-                def mine(t: torch.Tensor) -> torch.Tensor:
-                    nonlocal rows
-                    rows = dist.shard(t.size(1), self.dist, "batch_size")
-                    return t[:, rows].contiguous()
-
-                carry = _map_tensors(carry, mine)
-            self.state.carry = carry
-            self.schedule.scale = ckpt.meta["schedule_scale"]
-            if ckpt.meta.get("scaler"):
-                self.scaler.load_state_dict(ckpt.meta["scaler"])
-            ck.rng_from_flat({k: v[self.dist.rank].clone() for k, v in ckpt.group("rng").items()})
-        except (KeyError, ValueError, RuntimeError, IndexError) as e:
-            raise ck.CheckpointError(f"{ckpt.path}: cannot resume from this checkpoint ({e})") from None
+        saved = ck.read_training_state(ckpt, self.optimizer, self.device, self.dist.rank)
+        carry = saved.carry
+        if carry is not None:
+            carry = _map_tensors(carry, lambda t: self.procs.own_rows(t, 1))
+        self.state = TrainState(**saved.counters, carry=carry)
+        self.schedule.scale = saved.schedule_scale
+        if saved.scaler:
+            self.scaler.load_state_dict(saved.scaler)
+        ck.rng_from_flat(saved.rng)
 
     # --- logging -----------------------------------------------------------------------------------
 
     def log(self, record: dict[str, Any]) -> None:
-        if not self.dist.is_main:
+        if not self.procs.is_main:
             return
         with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
@@ -302,19 +248,14 @@ class Trainer:
         finally:
             self.model.train()
             torch.set_rng_state(rng)
-        if self.dist.enabled:
-            keys = sorted(stats)
-            summed = dist.all_sum(torch.tensor([float(stats[k]) for k in keys], dtype=torch.float64,
-                                               device=self.device))
-            stats = dict(zip(keys, summed.tolist()))
-        return self.task.summarize(stats)
+        return self.task.summarize(self.procs.sum_stats(stats))
 
     def _autocast(self) -> Any:
         return torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None)
 
     def score(self, metrics: dict[str, float]) -> float:
-        """The task's selection metric (``Task.selects_on``, default the loss) as a lower-is-better number."""
-        name, mode = getattr(self.task, "selects_on", ("loss", "min"))
+        """The task's selection metric (``Task.selects_on``) as a lower-is-better number."""
+        name, mode = self.task.selects_on
         return metrics[name] if mode == "min" else -metrics[name]
 
     def scheduled_evaluation(self) -> bool:
@@ -355,16 +296,13 @@ class Trainer:
         cfg, s = self.cfg, self.state
         if cfg.max_steps is not None and s.step >= cfg.max_steps:
             return "max_steps"  # the same on every rank
-        flags = [cfg.time_budget is not None and time.perf_counter() - start >= cfg.time_budget,
-                 interrupt.requested]
-        if self.dist.enabled:
-            flags = [bool(f) for f in dist.any_rank(torch.tensor(flags, dtype=torch.int32, device=self.device))]
-        return "time_budget" if flags[0] else "interrupted" if flags[1] else ""
+        out_of_time, interrupted = self.procs.any([
+            cfg.time_budget is not None and time.perf_counter() - start >= cfg.time_budget, interrupt.requested])
+        return "time_budget" if out_of_time else "interrupted" if interrupted else ""
 
     def fit(self) -> TrainState:
         """Train until epochs, steps, time budget, early stopping or Ctrl-C end it; return the state."""
         cfg, s, model, task = self.cfg, self.state, self.model, self.task
-        world = self.dist.world_size
         params = [p for p in model.parameters() if p.requires_grad]
         check_every = 1 if self.device.type == "cpu" else max(1, cfg.log_every)
         self._last_eval_step = -1
@@ -388,11 +326,7 @@ class Trainer:
                     # forward + loss: the mean over real tokens of all ranks (DDP averages gradients)
                     with self._autocast():
                         loss_sum, carry, tokens, lr_scale = self.step_module(batch, detach_carry(s.carry))
-                    if self.dist.enabled:
-                        all_tokens = dist.all_sum(torch.tensor(float(tokens), device=self.device))
-                        loss = loss_sum.float() * world / all_tokens
-                    else:
-                        loss = loss_sum.float() / max(1, tokens)
+                    loss = self.procs.mean_loss(loss_sum, tokens)
                     # backward, clip, step
                     self.optimizer.zero_grad(set_to_none=True)
                     self.scaler.scale(loss).backward()
@@ -407,7 +341,7 @@ class Trainer:
                         bad = ~torch.isfinite(acc[0])
                         if not self.scaler.is_enabled():  # fp16: the scaler skips steps with inf gradients
                             bad |= ~torch.isfinite(grad_norm)
-                        if bool(dist.any_rank(bad.int())):
+                        if self.procs.any([bool(bad)])[0]:
                             bar.close()
                             self._diverged()
                     lr = self.schedule.lr_at(s.step, s.epoch) * lr_scale
@@ -423,7 +357,7 @@ class Trainer:
                     if s.step % cfg.log_every == 0:
                         now = time.perf_counter()
                         s.elapsed_s = elapsed_before + now - start
-                        summed = dist.all_sum(acc.clone()).tolist()
+                        summed = self.procs.all_sum(acc.clone()).tolist()
                         mean = summed[0] / max(1.0, summed[1])
                         tps = summed[1] / max(1e-9, now - window_start)
                         self.log({"step": s.step, "epoch": s.epoch, "split": "train", "loss": round(mean, 6),
@@ -453,7 +387,7 @@ class Trainer:
             self.final_evaluation()
         # without validation the latest model is the best one we know
         self.save("last", also_as=None if task.has_valid else "best")
-        dist.barrier()  # no rank reads the run folder before rank 0 has written it
+        self.procs.barrier()  # no rank reads the run folder before rank 0 has written it
         return s
 
     def _diverged(self) -> None:

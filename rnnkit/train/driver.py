@@ -1,0 +1,383 @@
+"""One driver for every task: train, resume and load a run folder, in one documented order.
+
+A task (language modelling, tagging, translation...) is a :class:`TaskSpec`: it declares its name, config
+class, model class and Run class, and supplies only what is specific to it (reading data and building
+vocabularies, the model's config, the engine's task). :class:`Driver` does the rest, the same way for
+every task (a task module's ``train``, ``resume`` and ``load`` are its driver's methods):
+
+``train`` (a new run):
+    1. start: check the output folder (touching nothing), join torchrun's process group, check the
+       device and precision, seed torch and set the thread count;
+    2. prepare data: read and check every input, build the vocabularies (:meth:`TaskSpec.prepare`),
+       all before the run folder is touched, so that a bad input loses nothing;
+    3. create the run folder, save ``config.json`` and ``tokenizer.json`` (rank 0; the others wait);
+    4. build the model (seeded), then give each rank its own dropout randomness;
+    5. train (:class:`~rnnkit.train.engine.Trainer`);
+    6. report why and where training stopped (one line on stderr);
+    7. reload the best checkpoint as the task's Run (without validation: the model in hand).
+
+``resume`` reads the saved config (only stopping, device and thread fields may change), the ``last``
+checkpoint and the saved vocabularies, then goes through 1 and 2 (with the saved vocabularies), builds
+the model, restores the loop's state (random generators included), drops metric lines logged after the
+checkpoint, and goes through 5-7. ``load`` reads config, vocabularies and a checkpoint and returns the Run.
+
+A run folder holds::
+
+    config.json          the resolved config (every field) and the task's name
+    tokenizer.json       vocabularies / tokenizers (task-specific content)
+    metrics.jsonl        one JSON object per logged step and per evaluation
+    best.safetensors     the checkpoint that scored best on the task's selection metric
+                         (:attr:`~rnnkit.train.engine.Task.selects_on`), or the latest, with no validation
+    last.safetensors     the latest checkpoint, for resuming
+    curves.png           written by ``rnnkit plot``
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import sys
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar, Generic, TypeVar
+
+import torch
+from torch import nn
+
+from rnnkit.errors import CheckpointError, ConfigError
+from rnnkit.train import checkpoint as ck
+from rnnkit.train import distributed as dist
+from rnnkit.train.config import TrainConfig, build_config, config_to_dict
+from rnnkit.train.distributed import DistInfo, resolve_device
+from rnnkit.train.engine import Task, Trainer
+
+C = TypeVar("C", bound=TrainConfig)
+V = TypeVar("V")
+D = TypeVar("D")
+
+CONFIG = "config.json"
+TOKENIZER = "tokenizer.json"
+METRICS = "metrics.jsonl"
+RUN_FILES = (CONFIG, TOKENIZER, METRICS, "best.safetensors", "last.safetensors", "curves.png")
+
+# the only fields a resumed run may change: when and where it stops and what it runs on
+RESUME_FIELDS = ("max_steps", "time_budget", "epochs", "device", "threads")
+
+
+class TaskSpec(ABC, Generic[C, V, D]):
+    """What a task declares and supplies; :class:`Driver`'s ``train``, ``resume`` and ``load`` do the rest.
+
+    Type parameters: ``C`` the config class, ``V`` the vocabularies (whatever ``tokenizer.json`` holds),
+    ``D`` the prepared data (whatever :meth:`engine_task` needs: encoded training and validation sets).
+
+    Declared attributes:
+        name: the task's name (``config.json``'s ``task``, checkpoints' ``task``, the CLI command).
+        config_class: a frozen dataclass deriving from :class:`TrainConfig`; its field defaults are
+            the task's defaults (for the CLI and the Python API alike).
+        model_class: the model, built from :meth:`model_config` (see :meth:`build_model`).
+        run_class: the user-facing Run, built as ``run_class(path, config, vocabs, model, device,
+            checkpoint)``.
+        vocab_name: what ``tokenizer.json`` holds, for messages ("tokenizer", "vocabularies"...).
+        meta_keys: the keys of :meth:`run_meta`, read back from the checkpoint on resume and load.
+    """
+
+    name: ClassVar[str]
+    config_class: ClassVar[type]
+    model_class: ClassVar[type]
+    run_class: ClassVar[type]
+    vocab_name: ClassVar[str] = "vocabularies"
+    meta_keys: ClassVar[tuple[str, ...]] = ()
+
+    @abstractmethod
+    def prepare(self, cfg: C) -> tuple[V, D]:
+        """Read and check the data of a new run and build its vocabularies; write nothing."""
+
+    @abstractmethod
+    def datasets(self, cfg: C, vocabs: V) -> D:
+        """Read and check the data of a resumed run, encoded with its saved vocabularies."""
+
+    def vocab_to_dict(self, vocabs: V) -> dict[str, Any]:
+        """The JSON document saved as ``tokenizer.json`` (by default ``vocabs.to_dict()``)."""
+        return vocabs.to_dict()
+
+    @abstractmethod
+    def vocab_from_dict(self, d: Any) -> V:
+        """The vocabularies of a saved ``tokenizer.json``; KeyError/TypeError/ValueError when damaged."""
+
+    @abstractmethod
+    def model_config(self, cfg: C, vocabs: V) -> Any:
+        """The model's config: a JSON-ready dict or an object with ``to_dict()``; saved in every checkpoint
+        and checked on load."""
+
+    def build_model(self, cfg: C, vocabs: V, meta: dict[str, Any]) -> nn.Module:
+        """A freshly initialised model; ``meta`` holds the :attr:`meta_keys` (:meth:`run_meta` for a new
+        run, the checkpoint's values on resume and load). By default ``model_class(model_config(...))``."""
+        return self.model_class(self.model_config(cfg, vocabs))
+
+    @abstractmethod
+    def engine_task(self, cfg: C, vocabs: V, data: D, device: torch.device, info: DistInfo) -> Task:
+        """The engine's view of the task: batches, loss, evaluation, ``selects_on``..."""
+
+    def run_meta(self, cfg: C, vocabs: V, data: D) -> dict[str, Any]:
+        """Task-specific values (keys :attr:`meta_keys`) a new run stores in its checkpoints."""
+        return {}
+
+    def init_model(self, model: nn.Module, data: D) -> None:
+        """Set data-dependent weights of a new run's model (e.g. pre-trained word vectors)."""
+
+
+class Driver(Generic[C, V, D]):
+    """The Python API of one task, shared: ``make_config``, ``train``, ``resume``, ``load``."""
+
+    def __init__(self, spec: TaskSpec[C, V, D]) -> None:
+        self.spec = spec
+
+    def make_config(self, config: C | None = None, **overrides: Any) -> C:
+        """A task config from keyword arguments (checked like flags), on top of ``config`` if given."""
+        if config is not None and not overrides:
+            return config
+        base = dataclasses.asdict(config) if config is not None else {}
+        return build_config(self.spec.config_class, {**base, **overrides}, source="keyword arguments")
+
+    def train(self, config: C | None = None, *, overwrite: bool = False, progress: bool = True,
+              **overrides: Any) -> Any:
+        """Train a new run into ``config.out`` and return its best checkpoint as the task's Run.
+
+        Fields may be given as keyword arguments (``train(max_steps=100)``) or as a config.
+        """
+        spec = self.spec
+        cfg = self.make_config(config, **overrides)
+        out = Path(cfg.out)
+        info, device = start(cfg, overwrite=overwrite)
+        vocabs, data = spec.prepare(cfg)  # every input is checked before the folder is touched
+        extra = spec.run_meta(cfg, vocabs, data)
+        create_run(out, cfg, spec.name, spec.vocab_to_dict(vocabs), overwrite=overwrite, info=info)
+        model = spec.build_model(cfg, vocabs, extra).to(device)
+        spec.init_model(model, data)
+        if info.enabled:  # each rank its own dropout randomness, once the (identical) model is built
+            torch.manual_seed(cfg.seed + 1000 * info.rank)
+        trainer = self._trainer(cfg, vocabs, data, model, extra, device, out, progress, info)
+        trainer.fit()
+        report_stop(trainer, out, spec.name)
+        if not trainer.task.has_valid:  # 'best' is the model in hand: no need to read it back
+            return spec.run_class(out, cfg, vocabs, model.eval(), device)
+        return self.load(out)
+
+    def resume(self, run_dir: str | Path, *, progress: bool = True, **overrides: Any) -> Any:
+        """Continue a run from its ``last`` checkpoint; only stopping, device and thread fields may change."""
+        spec = self.spec
+        out = Path(run_dir)
+        cfg = resume_settings(out, spec.config_class, spec.name, overrides)
+        ckpt = load_checkpoint(out, "last", spec.name)
+        info, device = start(cfg, overwrite=None)
+        vocabs = self.read_vocabs(out)
+        data = spec.datasets(cfg, vocabs)
+        extra = {k: ckpt.meta.get(k) for k in spec.meta_keys}
+        model = spec.build_model(cfg, vocabs, extra).to(device)
+        trainer = self._trainer(cfg, vocabs, data, model, extra, device, out, progress, info)
+        trainer.restore(ckpt)
+        if info.is_main:  # drop metric lines logged after the checkpoint
+            truncate_metrics(out, trainer.state.step)
+            save_run_config(out, cfg, spec.name)
+        trainer.fit()
+        report_stop(trainer, out, spec.name)
+        return self.load(out)
+
+    def load(self, run_dir: str | Path, checkpoint: str = "best", device: str = "auto") -> Any:
+        """Load a trained run (its ``best`` checkpoint unless ``checkpoint='last'``) as the task's Run."""
+        spec = self.spec
+        out = Path(run_dir)
+        cfg = load_run_config(out, spec.config_class, spec.name)
+        vocabs = self.read_vocabs(out)
+        ckpt = load_checkpoint(out, checkpoint, spec.name)
+        dev = resolve_device(device)
+        check_model_config(ckpt, spec.model_config(cfg, vocabs))
+        model = spec.build_model(cfg, vocabs, {k: ckpt.meta.get(k) for k in spec.meta_keys}).to(dev)
+        ck.load_model_state(model, ckpt)
+        return spec.run_class(out, cfg, vocabs, model.eval(), dev, checkpoint)
+
+    def read_vocabs(self, run_dir: Path) -> V:
+        """A run's ``tokenizer.json``; damage is a CheckpointError naming the file."""
+        path = Path(run_dir) / TOKENIZER
+        data = read_json(path, self.spec.vocab_name)
+        try:
+            return self.spec.vocab_from_dict(data)
+        except (KeyError, TypeError, ValueError) as e:
+            raise CheckpointError(f"{path}: damaged {self.spec.vocab_name} ({e})") from None
+
+    def _trainer(self, cfg: C, vocabs: V, data: D, model: nn.Module, extra: dict[str, Any],
+                 device: torch.device, out: Path, progress: bool, info: DistInfo) -> Trainer:
+        task = self.spec.engine_task(cfg, vocabs, data, device, info)
+        model_config = as_dict(self.spec.model_config(cfg, vocabs))
+        meta = {"task": self.spec.name, "model_config": model_config, **extra}
+        return Trainer(model, task, cfg, out, meta, device, progress=progress, dist_info=info)
+
+
+# --- the steps, shared by every task ------------------------------------------------------------
+
+def is_run(path: Path) -> bool:
+    return any((path / name).exists() for name in RUN_FILES)
+
+
+def check_out_dir(out: Path, *, overwrite: bool) -> None:
+    """Refuse an output folder that already holds a run, unless ``overwrite``; touches nothing."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"field 'out': {out} exists and is not a folder")
+    if out.is_dir() and is_run(out) and not overwrite:
+        raise ConfigError(f"field 'out': {out} already holds a run; pass --overwrite to replace it or "
+                          f"--resume {out} to continue it")
+
+
+def create_run_dir(out: Path, *, overwrite: bool) -> None:
+    """Make ``out`` ready for a new run (after all inputs were validated): removes only run files."""
+    check_out_dir(out, overwrite=overwrite)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in RUN_FILES:
+        p = out / name
+        if p.is_dir():
+            shutil.rmtree(p)
+        elif p.exists():
+            p.unlink()
+
+
+def write_json(path: Path, obj: Any) -> None:
+    ck.atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+
+def read_json(path: Path, what: str) -> Any:
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing ({what}); is {path.parent} an rnnkit run folder?")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path}: damaged {what} ({e})") from None
+
+
+def load_run_config(run_dir: Path, cls: type[C], task: str) -> C:
+    """The saved config of a run; a run of another task is a CheckpointError."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise CheckpointError(f"{run_dir}: no such run folder")
+    data = read_json(run_dir / CONFIG, "run config")
+    if not isinstance(data, dict) or data.get("task") != task:
+        other = data.get("task") if isinstance(data, dict) else None
+        raise CheckpointError(f"{run_dir / CONFIG}: this is a run of task '{other}', not '{task}'")
+    try:
+        return build_config(cls, {k: v for k, v in data.items() if k != "task"}, source=str(run_dir / CONFIG))
+    except ConfigError as e:
+        raise CheckpointError(str(e)) from None
+
+
+def save_run_config(run_dir: Path, cfg: Any, task: str) -> None:
+    write_json(Path(run_dir) / CONFIG, {"task": task, **config_to_dict(cfg)})
+
+
+def resume_config(saved: C, overrides: dict[str, Any]) -> C:
+    """The saved config with only the stopping, device and thread fields replaced."""
+    bad = sorted(set(overrides) - set(RESUME_FIELDS))
+    if bad:
+        raise ConfigError(f"field '{bad[0]}': --resume takes only {', '.join(RESUME_FIELDS)}; everything "
+                          f"else comes from the run's saved config")
+    return dataclasses.replace(saved, **overrides)
+
+
+def load_checkpoint(run_dir: Path, name: str, task: str) -> ck.Checkpoint:
+    """``best`` or ``last`` of a run, with a clear error when the run has none."""
+    path = ck.checkpoint_path(run_dir, name)
+    if not path.is_file():
+        raise CheckpointError(f"{Path(run_dir)}: no '{name}' checkpoint ({path.name} is missing)")
+    return ck.load_checkpoint(path, task=task)
+
+
+def setup_torch(seed: int, threads: int | None) -> None:
+    """Seed torch's generators (before any model is built) and set the CPU thread count."""
+    if threads is not None:
+        if threads < 1:
+            raise ConfigError(f"field 'threads': must be >= 1, got {threads}")
+        torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+
+
+def truncate_metrics(run_dir: Path, step: int) -> None:
+    """Drop metric lines logged after ``step`` (a run killed after its last checkpoint), before resuming."""
+    path = Path(run_dir) / METRICS
+    if not path.is_file():
+        return
+    keep = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            if json.loads(line).get("step", 0) <= step:
+                keep.append(line)
+        except json.JSONDecodeError:
+            continue
+    ck.atomic_write_text(path, "".join(x + "\n" for x in keep))
+
+
+def start(cfg: TrainConfig, *, overwrite: bool | None) -> tuple[DistInfo, torch.device]:
+    """Checks before a run (output folder unless resuming, device), joins torchrun's process group if
+    there is one, then seeds and sets threads; writes nothing."""
+    if overwrite is not None:
+        check_out_dir(Path(cfg.out), overwrite=overwrite)
+    info, device = dist.setup(cfg.device)
+    if cfg.precision != "fp32" and device.type != "cuda":
+        raise ConfigError(f"field 'precision': {cfg.precision} autocast needs a CUDA device (this run is on "
+                          f"{device.type}); use fp32")
+    setup_torch(cfg.seed, cfg.threads)
+    return info, device
+
+
+def create_run(out: Path, cfg: Any, task: str, tokenizer: dict[str, Any], *, overwrite: bool,
+               info: DistInfo) -> None:
+    """Write a new run's folder, config and vocabularies (rank 0 only; the others wait for it)."""
+    if info.is_main:
+        create_run_dir(out, overwrite=overwrite)
+        save_run_config(out, cfg, task)
+        write_json(out / TOKENIZER, tokenizer)
+    dist.barrier()
+
+
+def resume_settings(run_dir: Path, cls: type[C], task: str, overrides: dict[str, Any]) -> C:
+    """The saved config of ``run_dir`` with the allowed resume overrides applied (and checked)."""
+    saved = load_run_config(run_dir, cls, task)
+    checked = build_config(cls, {**dataclasses.asdict(saved), **overrides}, source="flags")
+    return resume_config(saved, {k: getattr(checked, k) for k in overrides})
+
+
+def report_stop(trainer: Trainer, out: Path, task: str) -> None:
+    """One line on stderr saying why and where training stopped (and how to resume after Ctrl-C)."""
+    if not trainer.dist.is_main:
+        return
+    s = trainer.state
+    metric, mode = trainer.task.selects_on
+    why = {"max_steps": "reached --max-steps", "time_budget": "time budget used up", "epochs": "all epochs done",
+           "early_stopping": f"early stopping (validation {metric} stopped improving)",
+           "interrupted": "interrupted"}[trainer.stop_reason]
+    best = (f"; best checkpoint by validation {metric} ({'highest' if mode == 'max' else 'lowest'})"
+            if trainer.task.has_valid else "")
+    print(f"rnnkit: stopped after step {s.step} ({why}); {trainer.steps_this_run} steps in this run, "
+          f"{s.elapsed_s:.0f}s of training in all{best}; run folder {out}", file=sys.stderr)
+    if trainer.stop_reason == "interrupted":
+        print(f"rnnkit: resume with: rnnkit {task} train --resume {out}", file=sys.stderr)
+
+
+def as_dict(model_config: Any) -> dict[str, Any]:
+    """A model config as the JSON-ready dict checkpoints store (see :meth:`TaskSpec.model_config`)."""
+    return model_config if isinstance(model_config, dict) else model_config.to_dict()
+
+
+def check_model_config(ckpt: ck.Checkpoint, model_config: Any) -> None:
+    """The checkpoint's model must be the one the run's config describes (:func:`as_dict`); a field missing
+    from the checkpoint has its ``ADDED_FIELDS`` value (runs saved before the field existed)."""
+    expected = as_dict(model_config)
+    saved = ckpt.meta.get("model_config")
+    if isinstance(saved, dict):  # saved before a field existed: the value every such run had
+        saved = {**getattr(type(model_config), "ADDED_FIELDS", {}), **saved}
+    if saved == expected:
+        return
+    diff = next((k for k, v in expected.items() if not isinstance(saved, dict) or saved.get(k) != v), "model_config")
+    got = saved.get(diff) if isinstance(saved, dict) else None
+    raise CheckpointError(f"{ckpt.path}: checkpoint is for another model ({diff} = {got!r}, the run's config "
+                          f"says {expected.get(diff)!r})")
+
+
