@@ -29,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         module.register(tasks)
     plot.register(tasks)
+    __import__("rnnkit.cli.export", fromlist=["register"]).register(tasks)
     return parser
 
 
