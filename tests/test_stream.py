@@ -104,3 +104,11 @@ def test_bad_state_files(tmp_path, char_run):
         stream.load_state(other)
     with pytest.raises(ValueError, match=r"sample: the state has read no token yet"):
         stream.sample(char_run.model, char_run.initial_state(1), 3)
+
+
+@pytest.mark.parametrize("prompt", ["the dog", "the dog\n", ""])
+def test_prompt_ids_read_as_run_generate_reads_them(tmp_path, prompt):
+    run = tiny_lm(tmp_path, "word")
+    _, state = stream.score_ids(run.model, stream.prompt_ids(run.tokenizer, prompt))
+    ids, _ = stream.sample(run.model, state, 10, temperature=0.0)
+    assert run.tokenizer.decode_stream(ids[0]) == run.generate(prompt, 10, temperature=0.0)[0]

@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
         module.register(tasks)
     plot.register(tasks)
     __import__("rnnkit.cli.export", fromlist=["register"]).register(tasks)
+    __import__("rnnkit.cli.serve", fromlist=["register"]).register(tasks)
     return parser
 
 

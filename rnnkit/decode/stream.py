@@ -111,6 +111,16 @@ def sample(model: LanguageModel, state: StreamState, length: int, *, temperature
     return torch.stack(out, dim=1).tolist(), state
 
 
+def prompt_ids(tokenizer, prompt: str) -> list[int]:  # noqa: ANN001 (rnnkit.data.tokenize.Tokenizer)
+    """The ids a generation reads before its first new token, as :meth:`~rnnkit.tasks.lm.LMRun.generate`
+    reads them (a test pins the two together): the prompt's stream ids, without the ``<eos>`` the tokenizer
+    puts after an unfinished line; an empty prompt starts a new line."""
+    ids = tokenizer.encode_stream(prompt) if prompt else []
+    if tokenizer.level != "char" and ids and not prompt.endswith("\n") and ids[-1] == tokenizer.vocab.eos_id:
+        ids = ids[:-1]
+    return ids or tokenizer.encode_stream("\n") or [tokenizer.vocab.eos_id]
+
+
 def save_state(state: StreamState, path: str | Path) -> None:
     """Write a stream state to a safetensors file."""
     save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(path))
