@@ -173,3 +173,12 @@ def test_sigterm_shuts_down_cleanly(runs):
         err = proc.stderr.read()
     assert proc.returncode == 0, err
     assert "Traceback" not in err
+
+
+def test_cli_refuses_bad_settings_and_runs(tmp_path, capsys):
+    from rnnkit.cli.main import main
+
+    assert main(["serve", str(tmp_path), "--max-batch", "0"]) == 2
+    assert capsys.readouterr().err == "rnnkit: error: --max-batch: must be >= 1, got 0\n"
+    assert main(["serve", str(tmp_path / "none")]) == 2
+    assert "none/config.json: cannot read the run's task" in capsys.readouterr().err
