@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import shutil
 import warnings
 from dataclasses import dataclass, field
@@ -118,7 +119,13 @@ def quantize_int8(path: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     tmp = path.with_suffix(".int8.onnx")
-    quantize_dynamic(str(path), str(tmp), weight_type=QuantType.QInt8)
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # the quantiser warns on the root logger about tensors it leaves in float
+    try:
+        quantize_dynamic(str(path), str(tmp), weight_type=QuantType.QInt8)
+    finally:
+        root.setLevel(level)
     tmp.replace(path)
 
 
