@@ -7,6 +7,8 @@ import importlib.util
 import json
 import subprocess
 import sys
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import onnxruntime as ort
@@ -15,6 +17,7 @@ import torch
 
 from rnnkit.cli.main import main
 from rnnkit.decode import stream
+from rnnkit.export import onnx as export_onnx
 from rnnkit.export.onnx import export
 from rnnkit.tasks import lm, seq2seq, tag
 from rnnkit.tasks.tag import collate, encode
@@ -25,12 +28,21 @@ from tests.test_tag_task import ner_sentences, write_columns
 TOL = dict(rtol=1e-4, atol=1e-4)
 
 
-def load_example(folder):
-    """The exported folder's example.py as a module (what a user would run)."""
-    spec = importlib.util.spec_from_file_location(f"example_{folder.name}", folder / "example.py")
+def load_script(path: Path):
+    spec = importlib.util.spec_from_file_location(f"example_{path.parent.name}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def load_example(folder):
+    """The exported folder's example.py as a module (what a user would run)."""
+    return load_script(folder / "example.py")
+
+
+def load_example_template():
+    """rnnkit/export/example.py, the file every export copies."""
+    return load_script(Path(export_onnx.__file__).with_name("example.py"))
 
 
 @pytest.fixture(scope="module")
@@ -161,16 +173,6 @@ def test_numpy_viterbi_equals_crf_decode():
     assert got == crf.decode(emissions, mask)
 
 
-def load_example_template():
-    from rnnkit.export import onnx as export_onnx
-
-    spec = importlib.util.spec_from_file_location("example_template", export_onnx.__file__.replace("onnx.py",
-                                                                                                   "example.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 # --- seq2seq --------------------------------------------------------------------------------------------------
 
 def test_seq2seq_graphs_equal_pytorch(s2s_export):
@@ -269,3 +271,40 @@ def test_cli_export_and_refusals(lm_export, tmp, capsys):
     assert f"rnnkit: error: {out}: folder exists and is not empty" in capsys.readouterr().err
     assert main(["export", str(tmp / "nothing"), "--format", "onnx", "--out", str(tmp / "x")]) == 2
     assert "config.json: cannot read the run's task" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("config", [dict(softmax="adaptive", cutoffs=(10, 30)),
+                                    dict(model="rnn", layers=1, tie_weights=True), dict(model="gru", layers=3)])
+def test_lm_graphs_of_other_architectures(tmp_path, config):
+    from rnnkit.export import lm as export_lm
+    from rnnkit.export.onnx import export_graph
+    from rnnkit.models.lm import LanguageModel, LMModelConfig
+
+    torch.manual_seed(0)
+    model = LanguageModel(LMModelConfig(vocab_size=50, emb=16, hidden=16, **config)).eval()
+    for graph in export_lm.graphs(SimpleNamespace(model=model)):
+        export_graph(graph, tmp_path / f"{graph.name}.onnx")
+    ids, lengths = torch.randint(50, (3, 7)), torch.tensor([7, 2, 5])
+    (got,) = session(tmp_path, "lm_sequence").run(None, {"ids": ids.numpy(), "lengths": lengths.numpy()})
+    for b, n in enumerate(lengths.tolist()):
+        assert got[b, n:].tolist() == [0.0] * (7 - n)
+        want = stream.score_ids(model, ids[b, :n].tolist())[0]
+        assert float(got[b].astype(np.float64).sum()) == pytest.approx(want, rel=1e-4)
+    state = stream.initial_state(model, 3)
+    feeds = {"ids": ids[:, 0].numpy(), **{n: state[n].numpy() for n in export_lm.state_names(model)}}
+    log_probs, _ = stream.step(model, ids[:, 0], state)
+    np.testing.assert_allclose(session(tmp_path, "lm_step").run(None, feeds)[0], log_probs.numpy(), **TOL)
+
+
+@pytest.mark.parametrize("level", ["char", "word", "subword"])
+def test_example_tokenizer_equals_rnnkit(level):
+    from rnnkit.data.tokenize import build_tokenizer
+
+    corpus = [make_text(50, 1), "caf\u00e9 na\u00efve <unk> words\n"]
+    tok = build_tokenizer(level, corpus, subword_vocab_size=60)
+    mine = load_example_template().Tokenizer(json.loads(json.dumps(tok.to_dict())))
+    for text in ("the cat sat\nzebra <pad> \u00e9t\u00e9 ran\n", "no newline at the end", ""):
+        ids = tok.encode_stream(text)
+        assert mine.encode_stream(text) == ids
+        assert mine.decode_stream(ids) == tok.decode_stream(ids)
+        assert mine.encode(text.split("\n")[0]) == tok.encode(text.split("\n")[0])

@@ -17,8 +17,8 @@ bytes is refused with 413 (a POST without Content-Length with 411), an input ove
 or a field out of range with 422, bad JSON with 422; a full queue answers 503 with ``Retry-After``.
 
 Adding a task's endpoint (e.g. ``/v1/classify``) is one :class:`Endpoint` in :data:`ENDPOINTS`: a path, the
-task name, a pydantic request model, a batch function ``(run, requests, settings) -> responses`` and the
-input size of a request.
+task name, a pydantic request model, a batch function ``(run, requests) -> responses`` and the input
+size of a request.
 """
 
 from __future__ import annotations
@@ -73,14 +73,16 @@ class TranslateRequest(BaseModel):
     model: str | None = None
 
 
-# --- batch functions: (run, requests, settings) -> one response per request ------------------------------------
+# --- batch functions: (run, requests) -> one response per request -----------------------------------------------
+# tag and translate run all requests of a batch in one model call; generate and score run them one after the
+# other inside the batch (texts of different lengths: the streaming API reads one stream at a time)
 
-def generate_batch(run: Any, reqs: Sequence[GenerateRequest], settings: Settings) -> list[dict]:
+def generate_batch(run: Any, reqs: Sequence[GenerateRequest]) -> list[dict]:
     return [{"text": run.generate(r.prompt, r.length, temperature=r.temperature, top_k=r.top_k, top_p=r.top_p,
                                   seed=r.seed)[0]} for r in reqs]
 
 
-def score_batch(run: Any, reqs: Sequence[ScoreRequest], settings: Settings) -> list[dict]:
+def score_batch(run: Any, reqs: Sequence[ScoreRequest]) -> list[dict]:
     out = []
     for r in reqs:
         out.append({"log_likelihoods": [run.score(t)[0] for t in r.texts],
@@ -88,13 +90,13 @@ def score_batch(run: Any, reqs: Sequence[ScoreRequest], settings: Settings) -> l
     return out
 
 
-def tag_batch(run: Any, reqs: Sequence[TagRequest], settings: Settings) -> list[dict]:
+def tag_batch(run: Any, reqs: Sequence[TagRequest]) -> list[dict]:
     sentences = [s for r in reqs for s in r.sentences]
     tags = iter(run.predict(sentences))  # one call: the model batches all sentences of all requests
     return [{"tags": [next(tags) for _ in r.sentences]} for r in reqs]
 
 
-def translate_batch(run: Any, reqs: Sequence[TranslateRequest], settings: Settings) -> list[dict]:
+def translate_batch(run: Any, reqs: Sequence[TranslateRequest]) -> list[dict]:
     out: list[dict | None] = [None] * len(reqs)
     for beam in sorted({r.beam for r in reqs}):  # one call per beam width
         which = [i for i, r in enumerate(reqs) if r.beam == beam]
@@ -111,7 +113,7 @@ class Endpoint:
     path: str
     task: str
     request: type[BaseModel]
-    batch: Callable[[Any, Sequence[Any], Settings], list[dict]]
+    batch: Callable[[Any, Sequence[Any]], list[dict]]
     size: Callable[[Any], int]  # characters of input, checked against ``max_input``
     summary: str
 
@@ -170,7 +172,7 @@ def create_app(served: Sequence[Served], settings: Settings | None = None) -> Fa
         for s in served:
             for ep in ENDPOINTS:
                 if ep.task == s.task:
-                    b = Batcher(partial(ep.batch, s.run, settings=settings), executor, max_batch=settings.max_batch,
+                    b = Batcher(partial(ep.batch, s.run), executor, max_batch=settings.max_batch,
                                 max_wait_ms=settings.max_wait_ms, max_queue=settings.max_queue)
                     b.start()
                     batchers[(s.name, ep.path)] = b
