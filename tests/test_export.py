@@ -226,23 +226,48 @@ def test_seq2seq_translation_through_graphs_equals_rnnkit(s2s_export, beam):
 
 # --- the folder, quantisation, the CLI ------------------------------------------------------------------------
 
-def test_example_runs_where_torch_cannot_be_imported(lm_export, tag_export, tmp):
-    shim = tmp / "no-torch"
-    (shim / "torch").mkdir(parents=True, exist_ok=True)
+@pytest.fixture(scope="module")
+def no_torch(tmp_path_factory):
+    """Environment of a process where ``import torch`` fails (a shim package first on the path)."""
+    shim = tmp_path_factory.mktemp("no-torch")
+    (shim / "torch").mkdir()
     (shim / "torch" / "__init__.py").write_text("raise ImportError('torch is not available here')\n")
-    check = subprocess.run([sys.executable, "-c", "import torch"], env={"PYTHONPATH": str(shim)},
-                           capture_output=True, text=True)
+    env = {"PYTHONPATH": str(shim)}
+    check = subprocess.run([sys.executable, "-c", "import torch"], env=env, capture_output=True, text=True)
     assert "torch is not available here" in check.stderr  # the shim works
+    return env
+
+
+def run_example(folder, env, *args) -> list[dict]:
+    res = subprocess.run([sys.executable, str(folder / "example.py"), *args], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    return [json.loads(line) for line in res.stdout.splitlines()]
+
+
+def test_lm_example_runs_where_torch_cannot_be_imported(lm_export, no_torch):
     run, folder = lm_export
-    res = subprocess.run([sys.executable, str(folder / "example.py"), "generate", "the cat", "--length", "8"],
-                         env={"PYTHONPATH": str(shim)}, capture_output=True, text=True, timeout=120)
-    assert res.returncode == 0, res.stderr
-    assert json.loads(res.stdout)["text"] == run.generate("the cat", 8, temperature=0.0)[0]
+    (out,) = run_example(folder, no_torch, "generate", "the cat", "--length", "8")
+    assert out["text"] == run.generate("the cat", 8, temperature=0.0)[0]
+    texts = ["the dog ran\n", "a cat\n"]
+    got = [o["log_likelihood"] for o in run_example(folder, no_torch, "score", *texts)]
+    assert got == pytest.approx([run.score(t)[0] for t in texts], rel=1e-4)
+
+
+def test_tag_example_runs_where_torch_cannot_be_imported(tag_export, no_torch):
     run, folder = tag_export
-    res = subprocess.run([sys.executable, str(folder / "example.py"), "tag", " ".join(SENTENCES[0])],
-                         env={"PYTHONPATH": str(shim)}, capture_output=True, text=True, timeout=120)
-    assert res.returncode == 0, res.stderr
-    assert json.loads(res.stdout)["tags"] == run.predict(SENTENCES[:1])[0]
+    out = run_example(folder, no_torch, "tag", *(" ".join(s) for s in SENTENCES))
+    assert [o["tags"] for o in out] == run.predict(SENTENCES)
+
+
+def test_translate_example_runs_where_torch_cannot_be_imported(s2s_export, no_torch):
+    run, folder = s2s_export
+    sentences = [s for s, _ in reverse_pairs(3, 5)]
+    out = run_example(folder, no_torch, "translate", *sentences, "--beam", "2")
+    assert [o["text"] for o in out] == run.translate(sentences, beam=2)
+    res = subprocess.run([sys.executable, str(folder / "example.py"), "tag", "a b"], env=no_torch,
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and "'tag' needs a tag export, this is a seq2seq export" in res.stderr
 
 
 def test_int8_export_quantizes_and_stays_close(lm_export, tmp):

@@ -129,6 +129,8 @@ def test_endpoints_equal_the_python_api_and_bad_requests_are_refused(runs):
         assert r.status_code == 422 and r.json()["detail"] == "input too long: 301 characters, the limit is 300"
         r = c.post("/v1/score", json={"texts": ["a" * 100] * 50})
         assert r.status_code == 413 and "request body too large" in r.json()["detail"]
+        r = c.post("/v1/score", content=iter([b'{"texts": ["a"]}']), headers={"content-type": "application/json"})
+        assert r.status_code == 411  # chunked: no length to check before reading
         r = c.post("/v1/tag", json={"sentences": [["a"]], "model": "nope"})
         assert r.status_code == 404 and r.json()["detail"] == "field 'model': no tag run named 'nope'; loaded: ner"
         assert c.post("/v1/classify", json={"texts": ["a"]}).status_code == 404
