@@ -12,9 +12,15 @@ without it, the first loaded run of the task answers):
     GET  /docs           OpenAPI documentation (schema at /openapi.json)
 
 Every POST runs through a :class:`~rnnkit.serve.batching.Batcher` per run and endpoint: requests within
-``max_wait_ms`` are answered by one call of the endpoint's batch function. Limits: a body over ``max_body``
-bytes is refused with 413 (a POST without Content-Length with 411), an input over ``max_input`` characters
-or a field out of range with 422, bad JSON with 422; a full queue answers 503 with ``Retry-After``.
+``max_wait_ms`` are answered by one call of the endpoint's batch function (tag and translate run a whole
+batch in one model call; generate and score run its requests one after the other). Token streams
+(``/v1/generate`` with ``"stream": true``) do not go through the batcher: each stream's steps run on the same
+model thread, interleaved with the batches, and at most ``max_queue`` streams per run are open; each event
+carries the text its token adds (exact for char and word runs; BPE decoding may reshape earlier text).
+
+Limits: a body over ``max_body`` bytes is refused with 413 (a POST without Content-Length with 411), an
+input over ``max_input`` characters or a field out of range with 422, bad JSON with 422; a full queue
+answers 503 with ``Retry-After``.
 
 Adding a task's endpoint (e.g. ``/v1/classify``) is one :class:`Endpoint` in :data:`ENDPOINTS`: a path, the
 task name, a pydantic request model, a batch function ``(run, requests) -> responses`` and the input

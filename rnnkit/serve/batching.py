@@ -33,7 +33,8 @@ class Batcher:
     """Collects items for ``fn(items) -> results`` (one result per item, same order) and runs them in batches.
 
     Args:
-        fn: the batch function; an exception it raises goes to every caller of that batch.
+        fn: the batch function; when it raises, each item of the batch is run alone and only the callers
+            whose items fail get the exception.
         executor: where ``fn`` runs (one thread: models are not run concurrently).
         max_batch: most items per call of ``fn``.
         max_wait_ms: how long the first item of a batch waits for others.
@@ -85,23 +86,31 @@ class Batcher:
                 break
         return batch
 
-    async def _run(self) -> None:
+    async def _call(self, items: list[Any]) -> list[tuple[bool, Any]]:
+        """``(ok, result or exception)`` per item: the batch in one call; if that call fails, each item alone,
+        so that one bad request does not fail the others of its batch."""
         loop = asyncio.get_running_loop()
+        try:
+            return [(True, r) for r in await loop.run_in_executor(self.executor, self.fn, items)]
+        except Exception as e:  # noqa: BLE001 (the error belongs to the callers, not to the worker)
+            if len(items) == 1:
+                return [(False, e)]
+        return [(await self._call([item]))[0] for item in items]
+
+    async def _run(self) -> None:
         while True:
             batch = await self._collect()
             live = [(item, fut) for item, fut in batch if not fut.done()]  # a caller may have gone away
             if not live:
                 continue
-            try:
-                results = await loop.run_in_executor(self.executor, self.fn, [item for item, _ in live])
-            except Exception as e:  # noqa: BLE001 (the error belongs to the callers, not to the worker)
-                for _, fut in live:
-                    if not fut.done():
-                        fut.set_exception(e)
-                continue
+            outcomes = await self._call([item for item, _ in live])
             self.stats.requests += len(live)
             self.stats.batches += 1
             self.stats.largest = max(self.stats.largest, len(live))
-            for (_, fut), result in zip(live, results):
-                if not fut.done():
-                    fut.set_result(result)
+            for (_, fut), (ok, value) in zip(live, outcomes):
+                if fut.done():
+                    continue
+                if ok:
+                    fut.set_result(value)
+                else:
+                    fut.set_exception(value)
