@@ -151,3 +151,28 @@ def test_cells_benchmark_quick(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     assert res["quality"]["data"] == str(text)
     with pytest.raises(SystemExit, match="Tiny Shakespeare text not found"):
         cells.main(["--quick", "--part", "quality", "--data", str(tmp_path / "missing.txt")])
+
+
+def test_deployment_benchmark_scripts_quick(monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    for name in ("common", "inference", "serve_load"):
+        sys.modules.pop(name, None)
+    import inference
+    import serve_load
+
+    # inference: three sides timed step by step; the fp32 graph scores what eager scores
+    res = inference.main(["--quick", "--threads", "1"])
+    (r,) = res["results"]
+    assert {s: v["steps"] for s, v in r["latency_ms"].items()} == {"eager": 20, "ort-fp32": 20, "ort-int8": 20}
+    assert r["perplexity"]["ort-fp32"] == pytest.approx(r["perplexity"]["eager"], rel=1e-4)
+    assert abs(r["int8_ppl_change"]) < 0.05
+    assert last_json(capsys.readouterr().out)["results"][0]["model"] == "quick"
+
+    # serve load: a real server per mode, every request answered 200, memory sampled
+    res = serve_load.main(["--quick", "--threads", "1"])
+    assert [(r["mode"], r["concurrency"]) for r in res["results"]] == [
+        ("batched", 1), ("batched", 4), ("one-at-a-time", 1), ("one-at-a-time", 4)]
+    for r in res["results"]:
+        assert r["requests"] > 0 and r["errors"] == {} and r["rss_first_mib"] > 0
+    assert last_json(capsys.readouterr().out)["endpoint"] == "/v1/tag"

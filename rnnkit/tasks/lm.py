@@ -23,6 +23,7 @@ import torch
 from rnnkit.data.files import read_text
 from rnnkit.data.lm import BPTTStream, batchify, ids_tensor
 from rnnkit.data.tokenize import Tokenizer, build_tokenizer, tokenizer_from_dict
+from rnnkit.decode import stream
 from rnnkit.decode.sampling import generate as sample_tokens
 from rnnkit.errors import ConfigError, DataError
 from rnnkit.metrics.lm import lm_summary
@@ -263,6 +264,19 @@ class LMRun:
         out = sample_tokens(self.model, ids, length, temperature=temperature, top_k=top_k, top_p=top_p,
                             seed=seed, num_samples=num_samples)
         return [self.tokenizer.decode_stream(sample) for sample in out]
+
+    # streaming, stateful inference: rnnkit.decode.stream (states are dicts of plain tensors)
+    def initial_state(self, batch: int = 1) -> dict[str, torch.Tensor]:
+        """The zero state of ``batch`` streams; see :func:`rnnkit.decode.stream.initial_state`."""
+        return stream.initial_state(self.model, batch)
+
+    def step(self, token_ids: torch.Tensor, state: dict) -> tuple[torch.Tensor, dict]:
+        """(B,) ids -> next-token log-probabilities (B, V) and the new state (:func:`~rnnkit.decode.stream.step`)."""
+        return stream.step(self.model, token_ids, state)
+
+    def score(self, text: str, state: dict | None = None) -> tuple[float, dict]:
+        """Total log-likelihood of ``text`` and the state after it (:func:`~rnnkit.decode.stream.score_ids`)."""
+        return stream.score_ids(self.model, self.tokenizer.encode_stream(text), state)
 
 
 def prepare(cfg: LMConfig) -> tuple[Tokenizer, torch.Tensor, torch.Tensor | None]:
