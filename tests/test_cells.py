@@ -155,7 +155,7 @@ def test_cell_input_projection_is_the_input_part_of_a_step():
 
 def test_cell_bad_input_and_state_raise():
     cell = rn.LSTMCell(3, 5)
-    with pytest.raises(ValueError, match=r"expected input of shape \(B, H_in=3\), got \(2, 4\)"):
+    with pytest.raises(ValueError, match=r"expected input of shape \(B, H_in=3\) or \(H_in,\), got \(2, 4\)"):
         cell(torch.randn(2, 4))
     with pytest.raises(ValueError, match=r"got \(2, 7, 3\)"):
         cell(torch.randn(2, 7, 3))

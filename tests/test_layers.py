@@ -198,8 +198,9 @@ def test_layer_moves_dtype_and_copies_with_generic_engine():
 def test_bad_input_raises_with_expected_and_actual_shapes():
     lstm = rn.LSTM(3, 4, 2, batch_first=True)
     x = torch.randn(2, 5, 3)
-    with pytest.raises(ValueError, match=r"expected a 3-D input \(B, T, H_in\) with H_in=3, got shape \(5, 3\)"):
-        lstm(torch.randn(5, 3))
+    with pytest.raises(ValueError, match=r"expected a 3-D input \(B, T, H_in\) or an unbatched 2-D input \(T, H_in\) "
+                       r"with H_in=3, got shape \(1, 5, 3, 1\)"):
+        lstm(torch.randn(1, 5, 3, 1))
     with pytest.raises(ValueError, match=r"expected input \(B, T, H_in\) with H_in=3, got shape \(2, 5, 7\)"):
         lstm(torch.randn(2, 5, 7))
     with pytest.raises(ValueError, match=r"expected input \(T, B, H_in\) with H_in=3, got shape \(2, 5, 7\)"):
@@ -221,7 +222,7 @@ def test_bad_input_raises_with_expected_and_actual_shapes():
         lstm(x, h)
     with pytest.raises(ValueError, match=r"expected state h of shape \(4, 2, 4\) .* got \(2, 2, 4\)"):
         rn.GRU(3, 4, 2, batch_first=True, bidirectional=True)(x, h)
-    with pytest.raises(ValueError, match="at least one sequence and one time step"):
+    with pytest.raises(ValueError, match=r"expected at least one time step, got \(2, 0, 3\)"):
         lstm(torch.randn(2, 0, 3))
 
 

@@ -26,6 +26,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from rnnkit.errors import ShapeError
+
 __all__ = ["CRF", "DISALLOWED", "bio_constraints"]
 
 DISALLOWED = -10000.0
@@ -110,21 +112,21 @@ class CRF(nn.Module):
 
     def _check(self, emissions: Tensor, mask: Tensor, tags: Tensor | None = None) -> None:
         if emissions.dim() != 3 or emissions.size(2) != self.num_tags:
-            raise ValueError(
+            raise ShapeError(
                 f"emissions: expected shape (B, T, {self.num_tags}), got {tuple(emissions.shape)}"
             )
         b, t = emissions.shape[:2]
         if t == 0:
-            raise ValueError("emissions: expected at least one time step, got T=0")
+            raise ShapeError("emissions: expected at least one time step, got T=0")
         if mask.shape != (b, t) or mask.dtype != torch.bool:
             got = f"{mask.dtype} of shape {tuple(mask.shape)}"
-            raise ValueError(f"mask: expected a bool tensor of shape {(b, t)}, got {got}")
+            raise ShapeError(f"mask: expected a bool tensor of shape {(b, t)}, got {got}")
         if tags is not None and tags.shape != (b, t):
-            raise ValueError(f"tags: expected shape {(b, t)}, got {tuple(tags.shape)}")
+            raise ShapeError(f"tags: expected shape {(b, t)}, got {tuple(tags.shape)}")
         if not bool(mask[:, 0].all()):
-            raise ValueError("mask: every sequence needs at least one token (mask[:, 0] must be all True)")
+            raise ShapeError("mask: every sequence needs at least one token (mask[:, 0] must be all True)")
         if t > 1 and bool((mask[:, 1:] & ~mask[:, :-1]).any()):
-            raise ValueError("mask: padding must be on the right (a True follows a False)")
+            raise ShapeError("mask: padding must be on the right (a True follows a False)")
 
     def score(self, emissions: Tensor, tags: Tensor, mask: Tensor) -> Tensor:
         """Unnormalised score of the given tag sequences (the equation in the module docstring).
