@@ -53,17 +53,34 @@ def lm_settings(tmp: Path, **kw) -> dict:
     return base
 
 
-def _record_tokens(path: Path) -> None:
-    """Make LMTask.train_loss append every batch's inputs to ``path`` (one tensor per step)."""
-    seen: list[torch.Tensor] = []
-    original = lm.LMTask.train_loss
+def record_batches(task_cls: type, path: Path, content) -> None:  # noqa: ANN001
+    """Make ``task_cls.train_loss`` save what each step trains on, ``content(task, batch)``, to ``path``
+    (a list with one entry per step); the caller restores ``task_cls.train_loss`` in its process."""
+    seen: list = []
+    original = task_cls.train_loss
 
     def recording(self, model, batch, carry):
-        seen.append(batch.x.clone())
+        seen.append(content(self, batch))
         torch.save(seen, path)
         return original(self, model, batch, carry)
 
-    lm.LMTask.train_loss = recording
+    task_cls.train_loss = recording
+
+
+def assert_shards_cover_batches(single: list, rank0: list, rank1: list, steps: int) -> None:
+    """Per step, the two ranks' sequences (lists of hashable items) are two halves of the one-process batch:
+    together every sequence of it exactly once (a rank training on the whole batch would count it twice)."""
+    from collections import Counter
+
+    assert len(single) == len(rank0) == len(rank1) == steps
+    for full, a, b in zip(single, rank0, rank1):
+        assert len(a) == len(b) == len(full) // WORLD > 0
+        assert Counter(a) + Counter(b) == Counter(full)
+
+
+def _record_tokens(path: Path) -> None:
+    """Make LMTask.train_loss append every batch's inputs to ``path`` (one tensor per step)."""
+    record_batches(lm.LMTask, path, lambda task, batch: batch.x.clone())
 
 
 def lm_train(rank: int, tmp: str, out: str, steps: int, record: bool = False, **kw) -> None:
@@ -74,6 +91,7 @@ def lm_train(rank: int, tmp: str, out: str, steps: int, record: bool = False, **
 
 
 def lm_resume(rank: int, tmp: str, out: str, steps: int) -> None:
+    _record_tokens(Path(tmp) / f"resumed{rank}.pt")
     lm.resume(Path(tmp) / out, max_steps=steps, progress=False)
 
 
@@ -111,7 +129,7 @@ def test_two_processes_equal_one_process_and_shards_are_disjoint(text):
 
 def test_distributed_resume_is_exact(text):
     kw = dict(dropout=0.3, valid=str(text / "valid.txt"), eval_every=3, optimizer="adam", lr=0.01)
-    spawn("lm_train", tmp=str(text), out="straight", steps=8, **kw)
+    spawn("lm_train", tmp=str(text), out="straight", steps=8, record=True, **kw)
     spawn("lm_train", tmp=str(text), out="split", steps=4, **kw)
     spawn("lm_resume", tmp=str(text), out="split", steps=8)
     a, b = model_tensors(text / "straight"), model_tensors(text / "split")
@@ -119,6 +137,12 @@ def test_distributed_resume_is_exact(text):
         assert torch.equal(a[k], b[k]), k
     meta = ck.load_checkpoint(text / "split" / "last.safetensors", task="lm").meta
     assert meta["world_size"] == WORLD and meta["state"]["step"] == 8
+    # the resumed processes ran steps 5..8 only, on the batches the straight run used at those steps
+    for rank in range(WORLD):
+        straight, resumed = torch.load(text / f"tokens{rank}.pt"), torch.load(text / f"resumed{rank}.pt")
+        assert len(straight) == 8 and len(resumed) == 4
+        for x, y in zip(straight[4:], resumed):
+            assert torch.equal(x, y)
     with pytest.raises(Exception, match="written by 2 process"):
         lm.resume(text / "split", max_steps=10, progress=False)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from pathlib import Path
 
 import pytest
 import torch
@@ -397,10 +398,18 @@ def test_crf_viterbi_output_is_a_valid_bio_sequence_per_chunk(tmp_path, ner_file
 
 # --- two processes (torch.distributed, gloo on CPU) ------------------------------------------------------
 
+def _trained_sequences(task, batch) -> list:  # noqa: ANN001
+    """What one training step of this rank sees: each sentence's word ids."""
+    return [tuple(w[:n].tolist()) for w, n in zip(batch.words, batch.lengths)]
+
+
 def _ddp_worker(rank: int, port: int, kwargs: dict) -> None:
     import os
 
     from rnnkit.train import distributed as dist
+    from tests.test_distributed import record_batches
+
+    record_batches(tag.TagTask, Path(kwargs["out"]).parent / f"seen{rank}.pt", _trained_sequences)
 
     os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
@@ -414,16 +423,25 @@ def _ddp_worker(rank: int, port: int, kwargs: dict) -> None:
 def test_two_processes_equal_one_process(tmp_path, pos_files):
     import torch.multiprocessing as mp
 
-    from tests.test_distributed import free_port
+    from tests.test_distributed import assert_shards_cover_batches, free_port, record_batches
 
     train, valid = pos_files
     kw = small(train=str(train), valid=str(valid), max_steps=6, eval_every=3, dropout=0.0, word_dropout=0.0,
                optimizer="sgd", lr=0.5, device="cpu", crf=True)
-    tag.train(out=str(tmp_path / "single"), progress=False, **kw)
+    original = tag.TagTask.train_loss
+    record_batches(tag.TagTask, tmp_path / "seen_single.pt", _trained_sequences)
+    try:
+        tag.train(out=str(tmp_path / "single"), progress=False, **kw)
+    finally:
+        tag.TagTask.train_loss = original
     mp.spawn(_ddp_worker, args=(free_port(), {**kw, "out": str(tmp_path / "ddp")}), nprocs=2, join=True)
     a, _, _ = params_and_optim(tmp_path / "single")
     b, _, meta = params_and_optim(tmp_path / "ddp")
     assert meta["world_size"] == 2
+    # each rank trained on its own half of every batch (the loss is normalised by the global token count, so
+    # equal parameters alone cannot tell a split batch from each rank training on all of it)
+    seen = [torch.load(tmp_path / name) for name in ("seen_single.pt", "seen0.pt", "seen1.pt")]
+    assert_shards_cover_batches(*seen, steps=6)
     for k in a:
         torch.testing.assert_close(b[k], a[k], atol=1e-5, rtol=0, msg=k)
 
