@@ -54,8 +54,11 @@ from rnnkit.nn.recurrent import SequenceBatch, check_sequence_input, run_stack, 
 
 State = Tensor | tuple[Tensor, Tensor]
 
+# torch.compile runs torch.nn.LSTM's kernel outside the graph (Dynamo refuses to trace torch.nn RNN modules);
+# traced inside one, the LSTM kernel's backward breaks AOTAutograd in torch 2.13 ("expected all
+# tensors_saved_with_vc_check to be Tensors"), so it stays a graph break here too. torch.export still records it.
 _KERNELS = {
-    "LSTM": torch._VF.lstm,
+    "LSTM": torch.compiler.disable(torch._VF.lstm),
     "GRU": torch._VF.gru,
     "RNN_TANH": torch._VF.rnn_tanh,
     "RNN_RELU": torch._VF.rnn_relu,
