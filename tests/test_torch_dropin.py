@@ -256,3 +256,22 @@ def test_torch_compile_matches_eager_with_and_without_lengths(ours_cls):
 
 def _parts(state):
     return state if isinstance(state, tuple) else (state,)
+
+
+def test_crf_exports_and_compiles():
+    torch.manual_seed(0)
+    crf = rn.CRF(4)
+    with torch.no_grad():
+        for p in crf.parameters():
+            p.normal_()
+    em, tags = torch.randn(3, 5, 4), torch.randint(0, 4, (3, 5))
+    mask = torch.arange(5)[None, :] < torch.tensor([5, 3, 1])[:, None]
+    expected = crf(em, tags, mask)
+    program = torch.export.export(crf, (em, tags, mask))
+    torch.testing.assert_close(program.module()(em, tags, mask), expected, rtol=0, atol=0)
+    torch.testing.assert_close(torch.compile(crf, backend="aot_eager")(em, tags, mask), expected, rtol=0, atol=0)
+    assert torch.compile(crf.decode, backend="aot_eager")(em, mask) == crf.decode(em, mask)
+    gap = mask.clone()
+    gap[1, 4] = True  # a token after padding
+    with pytest.raises(RuntimeError, match="padding must be on the right"):  # eager still checks the values
+        crf(em, tags, gap)

@@ -18,7 +18,10 @@ gradients stay finite even if a gold sequence breaks a constraint; :meth:`CRF.de
 ``-inf`` so a decoded path never contains a disallowed transition, whatever the emissions.
 
 Batches are batch-first and padded on the right; ``mask`` is ``True`` at real tokens. Every
-sequence must have at least one token.
+sequence must have at least one token. Bad shapes raise :class:`rnnkit.errors.ShapeError` (a ``ValueError``
+and a ``RuntimeError``); a mask with an empty row or padding before a token too, except inside
+``torch.export``, whose graph cannot branch on the mask's values (the caller then guarantees them).
+The likelihood exports with ``torch.export`` and compiles with ``torch.compile``, ``decode`` compiles.
 """
 
 from __future__ import annotations
@@ -123,6 +126,8 @@ class CRF(nn.Module):
             raise ShapeError(f"mask: expected a bool tensor of shape {(b, t)}, got {got}")
         if tags is not None and tags.shape != (b, t):
             raise ShapeError(f"tags: expected shape {(b, t)}, got {tuple(tags.shape)}")
+        if torch.compiler.is_exporting():  # the mask's values are data: an exported graph cannot branch on them
+            return
         if not bool(mask[:, 0].all()):
             raise ShapeError("mask: every sequence needs at least one token (mask[:, 0] must be all True)")
         if t > 1 and bool((mask[:, 1:] & ~mask[:, :-1]).any()):
