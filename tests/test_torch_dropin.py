@@ -129,6 +129,13 @@ def test_lstm_proj_size_matches_torch(bidirectional):
     _close((out, h, c), (pad_packed_sequence(ref_packed, batch_first=True)[0], ref_h, ref_c))
     _close(ours(x[0])[0], ref(x[0])[0])  # unbatched
     ref.load_state_dict(ours.state_dict())  # and back
+    # with every regulariser on (weight dropout on weight_hh, layer-by-layer variational dropout)
+    regularised = rn.LSTM(3, 6, 2, batch_first=True, bidirectional=bidirectional, proj_size=4, dropout=0.3,
+                          variational_dropout=True, weight_dropout=0.2).double()
+    out, (h, c) = regularised(x, lengths=lengths)
+    assert out.shape == (3, 5, (2 if bidirectional else 1) * 4) and h.shape == (rows, 3, 4) and c.shape == (rows, 3, 6)
+    out.sum().backward()
+    assert bool(regularised.weight_hr_l1.grad.abs().sum() > 0)
     with pytest.raises(RuntimeError, match=rf"expected state h of shape \({rows}, 3, 4\)"):
         ours(x, _state(rn.LSTM, rows, 3, 6))  # h with hidden_size features where proj_size is expected
 
