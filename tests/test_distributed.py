@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import socket
+from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,7 +57,7 @@ def lm_settings(tmp: Path, **kw) -> dict:
 
 def record_batches(task_cls: type, path: Path, content) -> None:  # noqa: ANN001
     """Make ``task_cls.train_loss`` save what each step trains on, ``content(task, batch)``, to ``path``
-    (a list with one entry per step); the caller restores ``task_cls.train_loss`` in its process."""
+    (a list with one entry per step), for the rest of this process."""
     seen: list = []
     original = task_cls.train_loss
 
@@ -67,11 +69,22 @@ def record_batches(task_cls: type, path: Path, content) -> None:  # noqa: ANN001
     task_cls.train_loss = recording
 
 
-def assert_shards_cover_batches(single: list, rank0: list, rank1: list, steps: int) -> None:
-    """Per step, the two ranks' sequences (lists of hashable items) are two halves of the one-process batch:
-    together every sequence of it exactly once (a rank training on the whole batch would count it twice)."""
-    from collections import Counter
+@contextmanager
+def recording_batches(task_cls: type, path: Path, content):  # noqa: ANN001, ANN201
+    """:func:`record_batches` inside a ``with`` block; ``task_cls.train_loss`` is restored after it."""
+    original = task_cls.train_loss
+    record_batches(task_cls, path, content)
+    try:
+        yield
+    finally:
+        task_cls.train_loss = original
 
+
+def assert_shards_cover_batches(folder: Path, steps: int) -> None:
+    """Check ``seen_single.pt`` (one process) against ``seen0.pt`` and ``seen1.pt`` (two ranks), each a list per
+    step of the sequences trained on (hashable items): per step the ranks hold two halves of the one-process
+    batch, together every sequence of it exactly once (a rank training on the whole batch counts it twice)."""
+    single, rank0, rank1 = (torch.load(folder / name) for name in ("seen_single.pt", "seen0.pt", "seen1.pt"))
     assert len(single) == len(rank0) == len(rank1) == steps
     for full, a, b in zip(single, rank0, rank1):
         assert len(a) == len(b) == len(full) // WORLD > 0

@@ -12,15 +12,6 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 import rnnkit.nn as rn
 from rnnkit.errors import ShapeError
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 LAYERS = [
     (rn.LSTM, torch.nn.LSTM, {}),
     (rn.GRU, torch.nn.GRU, {}),
