@@ -3,7 +3,9 @@
 Anything a user can cause with a file, a flag or a config value raises a subclass of
 :class:`RnnkitError` whose message is one line naming the file and line, or the field, that is wrong.
 The CLI prints it as ``rnnkit: error: <message>`` and exits with status 2, never with a traceback.
-Programming errors (wrong tensor shapes passed to a layer) stay ``ValueError``/``TypeError``.
+Programming errors stay ``ValueError``/``TypeError``; a tensor of the wrong shape, dtype or size passed to a
+layer of :mod:`rnnkit.nn` raises :class:`ShapeError`, which is both a ``ValueError`` and the ``RuntimeError``
+that ``torch.nn`` raises there, so code written for either layer catches it.
 """
 
 from __future__ import annotations
@@ -27,3 +29,7 @@ class ConfigError(RnnkitError):
 
 class CheckpointError(RnnkitError):
     """A run folder or checkpoint is missing, damaged, or belongs to another task or shape."""
+
+
+class ShapeError(ValueError, RuntimeError):
+    """A tensor passed to an :mod:`rnnkit.nn` module has the wrong shape, dtype or values (lengths)."""

@@ -142,20 +142,44 @@ def test_layer_norm_cell_without_bias():
     assert h.shape == c.shape == (2, 4)
 
 
-def test_cell_input_projection_is_the_input_part_of_a_step():
+def _reference_step(cell, x, state):
+    """One step of ``cell`` computed independently: torch.nn's cell with the same weights, or the LN equations."""
+    if isinstance(cell, rn.LayerNormLSTMCell):
+        h, c = _ln_lstm_step(cell, x, *state)
+        return h, (h, c)
+    if isinstance(cell, rn.LayerNormGRUCell):
+        h = _ln_gru_step(cell, x, state)
+        return h, h
+    ref_cls = {rn.LSTMCell: torch.nn.LSTMCell, rn.GRUCell: torch.nn.GRUCell, rn.RNNCell: torch.nn.RNNCell}[type(cell)]
+    kwargs = {"nonlinearity": cell.nonlinearity} if isinstance(cell, rn.RNNCell) else {}
+    ref = ref_cls(cell.input_size, cell.hidden_size, dtype=torch.float64, **kwargs)
+    ref.load_state_dict(cell.state_dict())
+    out = ref(x, state)
+    return (out[0], out) if isinstance(cell, rn.LSTMCell) else (out, out)
+
+
+def test_projection_hoisted_out_of_the_loop_equals_stepping_the_reference():
+    # The runner projects all T steps at once, then calls step per time step; that must equal the
+    # reference cell (torch.nn, or the LN equations above) applied step after step.
     torch.manual_seed(4)
-    for cell in (rn.LSTMCell(3, 5), rn.GRUCell(3, 5), rn.RNNCell(3, 5), rn.LayerNormLSTMCell(3, 5)):
-        x = torch.randn(6, 3)
-        projected = cell.project_input(x)
-        state = cell.init_state(6)
-        y_a, _ = cell.step(projected, state)
-        y_b, _ = cell(x, state)
-        torch.testing.assert_close(y_a, y_b)
+    cells = [rn.LSTMCell(3, 5), rn.GRUCell(3, 5), rn.RNNCell(3, 5, nonlinearity="relu"), rn.LayerNormLSTMCell(3, 5),
+             rn.LayerNormGRUCell(3, 5)]
+    for cell in cells:
+        cell = cell.double()
+        _randomise(cell)
+        x = torch.randn(4, 6, 3, dtype=torch.float64)  # (T, B, H_in)
+        projected = cell.project_input(x.reshape(24, 3)).reshape(4, 6, -1)  # every step in one call
+        state = ref_state = cell.init_state(6, dtype=torch.float64)
+        for t in range(4):
+            y, state = cell.step(projected[t], state)
+            ref_y, ref_state = _reference_step(cell, x[t], ref_state)
+            torch.testing.assert_close(y, ref_y, rtol=0, atol=1e-12, msg=type(cell).__name__)
+            torch.testing.assert_close(state, ref_state, rtol=0, atol=1e-12, msg=type(cell).__name__)
 
 
 def test_cell_bad_input_and_state_raise():
     cell = rn.LSTMCell(3, 5)
-    with pytest.raises(ValueError, match=r"expected input of shape \(B, H_in=3\), got \(2, 4\)"):
+    with pytest.raises(ValueError, match=r"expected input of shape \(B, H_in=3\) or \(H_in,\), got \(2, 4\)"):
         cell(torch.randn(2, 4))
     with pytest.raises(ValueError, match=r"got \(2, 7, 3\)"):
         cell(torch.randn(2, 7, 3))

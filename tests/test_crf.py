@@ -183,7 +183,9 @@ def test_decode_respects_constraints_against_strong_emissions():
     em = torch.randn(20, 6, 5) * 1e5  # emissions far above DISALLOWED
     lengths = torch.randint(1, 7, (20,))
     mask = torch.arange(6).unsqueeze(0) < lengths.unsqueeze(1)
-    for path in crf.decode(em, mask):
+    paths = crf.decode(em, mask)
+    assert [len(p) for p in paths] == lengths.tolist()
+    for path in paths:
         assert bool(start[path[0]]) and bool(end[path[-1]])
         assert all(bool(trans[a, b]) for a, b in zip(path, path[1:]))
 

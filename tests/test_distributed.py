@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import socket
+from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,17 +55,45 @@ def lm_settings(tmp: Path, **kw) -> dict:
     return base
 
 
-def _record_tokens(path: Path) -> None:
-    """Make LMTask.train_loss append every batch's inputs to ``path`` (one tensor per step)."""
-    seen: list[torch.Tensor] = []
-    original = lm.LMTask.train_loss
+def record_batches(task_cls: type, path: Path, content) -> None:  # noqa: ANN001
+    """Make ``task_cls.train_loss`` save what each step trains on, ``content(task, batch)``, to ``path``
+    (a list with one entry per step), for the rest of this process."""
+    seen: list = []
+    original = task_cls.train_loss
 
     def recording(self, model, batch, carry):
-        seen.append(batch.x.clone())
+        seen.append(content(self, batch))
         torch.save(seen, path)
         return original(self, model, batch, carry)
 
-    lm.LMTask.train_loss = recording
+    task_cls.train_loss = recording
+
+
+@contextmanager
+def recording_batches(task_cls: type, path: Path, content):  # noqa: ANN001, ANN201
+    """:func:`record_batches` inside a ``with`` block; ``task_cls.train_loss`` is restored after it."""
+    original = task_cls.train_loss
+    record_batches(task_cls, path, content)
+    try:
+        yield
+    finally:
+        task_cls.train_loss = original
+
+
+def assert_shards_cover_batches(folder: Path, steps: int) -> None:
+    """Check ``seen_single.pt`` (one process) against ``seen0.pt`` and ``seen1.pt`` (two ranks), each a list per
+    step of the sequences trained on (hashable items): per step the ranks hold two halves of the one-process
+    batch, together every sequence of it exactly once (a rank training on the whole batch counts it twice)."""
+    single, rank0, rank1 = (torch.load(folder / name) for name in ("seen_single.pt", "seen0.pt", "seen1.pt"))
+    assert len(single) == len(rank0) == len(rank1) == steps
+    for full, a, b in zip(single, rank0, rank1):
+        assert len(a) == len(b) == len(full) // WORLD > 0
+        assert Counter(a) + Counter(b) == Counter(full)
+
+
+def _record_tokens(path: Path) -> None:
+    """Make LMTask.train_loss append every batch's inputs to ``path`` (one tensor per step)."""
+    record_batches(lm.LMTask, path, lambda task, batch: batch.x.clone())
 
 
 def lm_train(rank: int, tmp: str, out: str, steps: int, record: bool = False, **kw) -> None:
@@ -74,6 +104,7 @@ def lm_train(rank: int, tmp: str, out: str, steps: int, record: bool = False, **
 
 
 def lm_resume(rank: int, tmp: str, out: str, steps: int) -> None:
+    _record_tokens(Path(tmp) / f"resumed{rank}.pt")
     lm.resume(Path(tmp) / out, max_steps=steps, progress=False)
 
 
@@ -111,7 +142,7 @@ def test_two_processes_equal_one_process_and_shards_are_disjoint(text):
 
 def test_distributed_resume_is_exact(text):
     kw = dict(dropout=0.3, valid=str(text / "valid.txt"), eval_every=3, optimizer="adam", lr=0.01)
-    spawn("lm_train", tmp=str(text), out="straight", steps=8, **kw)
+    spawn("lm_train", tmp=str(text), out="straight", steps=8, record=True, **kw)
     spawn("lm_train", tmp=str(text), out="split", steps=4, **kw)
     spawn("lm_resume", tmp=str(text), out="split", steps=8)
     a, b = model_tensors(text / "straight"), model_tensors(text / "split")
@@ -119,6 +150,12 @@ def test_distributed_resume_is_exact(text):
         assert torch.equal(a[k], b[k]), k
     meta = ck.load_checkpoint(text / "split" / "last.safetensors", task="lm").meta
     assert meta["world_size"] == WORLD and meta["state"]["step"] == 8
+    # the resumed processes ran steps 5..8 only, on the batches the straight run used at those steps
+    for rank in range(WORLD):
+        straight, resumed = torch.load(text / f"tokens{rank}.pt"), torch.load(text / f"resumed{rank}.pt")
+        assert len(straight) == 8 and len(resumed) == 4
+        for x, y in zip(straight[4:], resumed):
+            assert torch.equal(x, y)
     with pytest.raises(Exception, match="written by 2 process"):
         lm.resume(text / "split", max_steps=10, progress=False)
 

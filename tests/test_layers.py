@@ -187,19 +187,27 @@ def test_layer_norm_layer_equals_recurrent_of_layer_norm_cells(cls, cell_cls):
 
 def test_layer_moves_dtype_and_copies_with_generic_engine():
     layer = rn.LSTM(3, 4, layer_norm=True)
-    layer(torch.randn(5, 2, 3))
-    layer = copy.deepcopy(layer).double()
-    out, (h, c) = layer(torch.randn(5, 2, 3, dtype=torch.float64))
-    assert out.dtype == torch.float64
+    x = torch.randn(5, 2, 3)
+    out32, _ = layer(x)
+    copied = copy.deepcopy(layer).double()
+    for (name, a), b in zip(layer.named_parameters(), copied.parameters()):
+        assert b.dtype == torch.float64 and b.data_ptr() != a.data_ptr(), name
+        assert torch.equal(b, a.double()), name
+    out, (h, c) = copied(x.double())
+    assert out.dtype == h.dtype == c.dtype == torch.float64
+    torch.testing.assert_close(out, out32.double(), rtol=0, atol=1e-6)  # the same function, in float64
     out.sum().backward()
-    assert layer.weight_hh_l0.grad is not None and layer.ln_cell_bias_l0.grad is not None
+    for name, p in copied.named_parameters():  # every weight, the LN gains and shifts too, gets a gradient
+        assert p.grad.dtype == torch.float64 and bool(p.grad.abs().sum() > 0), name
+    assert layer.weight_hh_l0.grad is None  # the original is untouched
 
 
 def test_bad_input_raises_with_expected_and_actual_shapes():
     lstm = rn.LSTM(3, 4, 2, batch_first=True)
     x = torch.randn(2, 5, 3)
-    with pytest.raises(ValueError, match=r"expected a 3-D input \(B, T, H_in\) with H_in=3, got shape \(5, 3\)"):
-        lstm(torch.randn(5, 3))
+    with pytest.raises(ValueError, match=r"expected a 3-D input \(B, T, H_in\) or an unbatched 2-D input \(T, H_in\) "
+                       r"with H_in=3, got shape \(1, 5, 3, 1\)"):
+        lstm(torch.randn(1, 5, 3, 1))
     with pytest.raises(ValueError, match=r"expected input \(B, T, H_in\) with H_in=3, got shape \(2, 5, 7\)"):
         lstm(torch.randn(2, 5, 7))
     with pytest.raises(ValueError, match=r"expected input \(T, B, H_in\) with H_in=3, got shape \(2, 5, 7\)"):
@@ -221,7 +229,7 @@ def test_bad_input_raises_with_expected_and_actual_shapes():
         lstm(x, h)
     with pytest.raises(ValueError, match=r"expected state h of shape \(4, 2, 4\) .* got \(2, 2, 4\)"):
         rn.GRU(3, 4, 2, batch_first=True, bidirectional=True)(x, h)
-    with pytest.raises(ValueError, match="at least one sequence and one time step"):
+    with pytest.raises(ValueError, match=r"expected at least one time step, got \(2, 0, 3\)"):
         lstm(torch.randn(2, 0, 3))
 
 

@@ -10,6 +10,7 @@ from rnnkit.data.pairs import (
     MAX_CHARS,
     bundled_tatoeba,
     collate_pairs,
+    group_references,
     read_parallel,
     read_tsv_pairs,
     split_pairs,
@@ -130,3 +131,32 @@ def test_collate_pairs_builds_teacher_forcing_tensors():
     assert batch.tgt_out.tolist() == [[9, 3, 0, 0], [10, 11, 12, 3]]
     with pytest.raises(ValueError, match="empty source sequences at batch positions \\[1\\]"):
         collate_pairs([[5], []], [[1], [2]], pad_id=0, bos_id=2, eos_id=3)
+
+
+def test_group_references_gathers_targets_of_repeated_sources():
+    pairs = [("Hi .", "Salut ."), ("Run !", "Cours !"), ("Hi .", "Bonjour ."), ("Hi .", "Salut ."),
+             ("Run !", "Courez !")]
+    sources, refs = group_references(pairs)
+    assert sources == ["Hi .", "Run !"]
+    assert refs == [["Salut .", "Bonjour ."], ["Cours !", "Courez !"]]  # input order, duplicates once
+    assert group_references([]) == ([], [])
+    # the bundled Tatoeba test split repeats sources: grouping keeps every target of each one
+    test = read_tsv_pairs(bundled_tatoeba()["test"]).pairs
+    sources, refs = group_references(test)
+    assert len(sources) == len({s for s, _ in test}) and len(sources) < len(test)
+    assert sum(len(r) for r in refs) == len(set(test))
+    for source, targets in zip(sources, refs):
+        assert targets == list(dict.fromkeys(t for s, t in test if s == source))
+
+
+def test_tsv_multi_target_columns(tmp_path):
+    path = write(tmp_path / "m.tsv", "Hi .\tSalut .\tBonjour .\nRun !\tCours !\t\nHi .\tCoucou .\n")
+    result = read_tsv_pairs(path, multi_target=True)
+    assert result.pairs == [("Hi .", "Salut ."), ("Hi .", "Bonjour ."), ("Run !", "Cours !"), ("Hi .", "Coucou .")]
+    assert group_references(result.pairs) == (["Hi .", "Run !"], [["Salut .", "Bonjour .", "Coucou ."], ["Cours !"]])
+    with pytest.raises(DataError, match=re.escape("m.tsv:1: expected one tab (source<TAB>target), found 2")):
+        read_tsv_pairs(path)  # several targets only when asked for
+    for text, message in [("a\tb\nc\n", ":2: expected a tab (source<TAB>target[<TAB>target...]), found none"),
+                          ("a\t \t \n", ":1: empty target side"), ("\tb\tc\n", ":1: empty source side")]:
+        with pytest.raises(DataError, match=re.escape(message)):
+            read_tsv_pairs(write(tmp_path / "bad.tsv", text), multi_target=True)

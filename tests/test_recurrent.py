@@ -118,6 +118,7 @@ def test_matches_torch_nn(mode, num_layers, bidirectional, variable, batch_first
         if variable:
             padding = torch.arange(T)[None, :] >= lengths[:, None]  # (B, T)
             assert bool((got[0][padding if batch_first else padding.T] == 0).all()), f"{what}: padding not zero"
+        assert len(got[1]) == len(want[1]) > 0 and len(got[3]) == len(want[3])  # state grads: [] without a state
         for k, (a, b) in enumerate(zip(got[1], want[1])):
             assert_near(a, b, tol, f"{what} final state {k}")
         assert_near(got[2], want[2], tol, f"{what} input grad")

@@ -176,4 +176,5 @@ def test_layer_norm_layer_with_regularisers_trains():
     out, h = layer(torch.randn(2, 5, 3), lengths=torch.tensor([2, 5]))
     out.sum().backward()
     assert layer.last_engine == "generic"
-    assert all(p.grad is not None for p in layer.parameters())
+    for name, p in layer.named_parameters():
+        assert p.grad is not None and bool(p.grad.isfinite().all()) and bool(p.grad.abs().sum() > 0), name

@@ -163,6 +163,7 @@ def test_maximum_length_is_per_sentence_and_forces_eos():
         greedy_search(model, src, lengths, max_len_a=1.5, max_len_b=1),
         beam_search(model, src, lengths, beam=3, nbest=3, max_len_a=1.5, max_len_b=1),
     ):
+        assert len(results) == 3 and all(results)
         for i, hyps in enumerate(results):
             assert all(len(h.tokens) == limits[i] for h in hyps)
     assert [r[0].tokens for r in greedy_search(model, src, lengths, max_len_a=1.5, max_len_b=1)] == [
@@ -189,13 +190,17 @@ def test_nbest_is_sorted_distinct_and_validated():
     model = FakeModel(vocab=6, sharpness=1.0)
     src, lengths = batch()
     results = beam_search(model, src, lengths, beam=5, nbest=5, length_penalty=0.5, max_len_b=4)
-    for hyps in results:
+    assert len(results) == 3
+    for i, hyps in enumerate(results):
         assert len(hyps) == 5
         scores = [h.score for h in hyps]
         assert scores == sorted(scores, reverse=True)
         assert len({tuple(h.tokens) for h in hyps}) == 5
         for h in hyps:  # each score is the model's own normalised log-probability
             assert model.eos_id not in h.tokens
+            expected = sequence_log_prob(model, src[i], int(lengths[i]), h.tokens)
+            expected /= float(length_penalty_factor(len(h.tokens) + 1, 0.5))
+            assert h.score == pytest.approx(expected, abs=1e-9)
     with pytest.raises(ValueError, match="nbest must be in"):
         beam_search(model, src, lengths, beam=2, nbest=3)
     with pytest.raises(ValueError, match="beam must be >= 1"):
@@ -254,6 +259,7 @@ def test_seq2seq_attention_weights_shapes_and_sums():
         greedy_search(model, src, lengths, max_len_b=5, return_attention=True),
         beam_search(model, src, lengths, beam=3, nbest=2, max_len_b=5, return_attention=True),
     ):
+        assert len(results) == 3 and all(results)
         for i, hyps in enumerate(results):
             for h in hyps:
                 assert h.attention.shape == (len(h.tokens) + 1, int(lengths[i]))
@@ -261,5 +267,7 @@ def test_seq2seq_attention_weights_shapes_and_sums():
     greedy = greedy_search(model, src, lengths, max_len_b=5)
     assert all(h.attention is None for hyps in greedy for h in hyps)
     no_attention = tiny_seq2seq("none", "gru")
-    for hyps in beam_search(no_attention, src, lengths, beam=2, return_attention=True):
+    results = beam_search(no_attention, src, lengths, beam=2, return_attention=True)
+    assert len(results) == 3
+    for hyps in results:
         assert hyps[0].attention is None

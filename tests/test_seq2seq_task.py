@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import random
+from pathlib import Path
 
 import pytest
 import torch
@@ -338,10 +339,20 @@ def test_lm_runs_are_refused(tmp_path):
 
 # --- two processes (torch.distributed, gloo on CPU) ------------------------------------------------------
 
+def _trained_sequences(task, batch) -> list:  # noqa: ANN001
+    """What one training step of this rank sees: each pair's source and target ids."""
+    pad = task.tokenizers.target.vocab.pad_id
+    return [(tuple(s[:n].tolist()), tuple(t for t in out.tolist() if t != pad))
+            for s, n, out in zip(batch.src, batch.src_lengths, batch.tgt_out)]
+
+
 def _ddp_worker(rank: int, port: int, kwargs: dict) -> None:
     import os
 
     from rnnkit.train import distributed as dist
+    from tests.test_distributed import record_batches
+
+    record_batches(s2s.Seq2SeqTask, Path(kwargs["out"]).parent / f"seen{rank}.pt", _trained_sequences)
 
     os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
@@ -355,16 +366,20 @@ def _ddp_worker(rank: int, port: int, kwargs: dict) -> None:
 def test_two_processes_equal_one_process(tmp_path, data):
     import torch.multiprocessing as mp
 
-    from tests.test_distributed import free_port
+    from tests.test_distributed import assert_shards_cover_batches, free_port, recording_batches
 
     train, valid = data
     kw = small(train=str(train), valid=str(valid), max_steps=6, eval_every=3, dropout=0.0, optimizer="sgd", lr=0.5,
                device="cpu", label_smoothing=0.1)
-    s2s.train(out=str(tmp_path / "single"), progress=False, **kw)
+    with recording_batches(s2s.Seq2SeqTask, tmp_path / "seen_single.pt", _trained_sequences):
+        s2s.train(out=str(tmp_path / "single"), progress=False, **kw)
     mp.spawn(_ddp_worker, args=(free_port(), {**kw, "out": str(tmp_path / "ddp")}), nprocs=2, join=True)
     a, _, _ = params_and_optim(tmp_path / "single")
     b, _, meta = params_and_optim(tmp_path / "ddp")
     assert meta["world_size"] == 2
+    # each rank trained on its own half of every batch (the loss is normalised by the global token count, so
+    # equal parameters alone cannot tell a split batch from each rank training on all of it)
+    assert_shards_cover_batches(tmp_path, steps=6)
     for k in a:
         torch.testing.assert_close(b[k], a[k], atol=1e-5, rtol=0, msg=k)
 

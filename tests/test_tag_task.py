@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from pathlib import Path
 
 import pytest
 import torch
@@ -285,7 +286,8 @@ def test_constraints_off_when_training_data_breaks_them(tmp_path, capsys):
     assert bool(run.model.crf.allowed_start.all())
     run2 = tag.train(out=str(tmp_path / "r2"), train=str(train), max_steps=2, progress=False,
                      **small(crf=True, constraints="none"))
-    assert "forbids" not in capsys.readouterr().err and run2.model.crf is not None
+    assert "forbids" not in capsys.readouterr().err
+    assert run2.model.crf is not None and bool(run2.model.crf.allowed_transitions.all())  # constraints="none"
 
 
 def test_unseen_labels_are_counted_as_errors(tmp_path, pos_files):
@@ -389,18 +391,34 @@ def test_lm_runs_and_checkpoints_are_refused(tmp_path, pos_files):
 def test_crf_viterbi_output_is_a_valid_bio_sequence_per_chunk(tmp_path, ner_files):
     train, _ = ner_files
     run = tag.train(out=str(tmp_path / "r"), train=str(train), max_steps=5, progress=False, **small(crf=True))
+    # A barely trained model predicts almost only "O", which would make the check below vacuous: reward the
+    # I- tags (start, and after anything) far above the emissions, so that unconstrained Viterbi would start
+    # chunks with I-; the BIO constraints must still put a B- first.
+    inside = [i for i, label in enumerate(run.vocabs.tags.itos) if label.startswith("I-")]
+    with torch.no_grad():
+        run.model.crf.start_transitions[inside] += 50.0
+        run.model.crf.transitions[:, inside] += 50.0
     pred = run.predict([s for s, _ in ner_sentences(20, 11)])
-    for p in pred:  # every chunk starts with B- under the BIO constraints, even barely trained
-        for kind, first, _ in get_chunks(p):
-            assert p[first] == f"B-{kind}"
+    chunks = [(p, chunk) for p in pred for chunk in get_chunks(p)]
+    assert len(chunks) >= 20 and any(p[last].startswith("I-") for p, (_, _, last) in chunks)
+    for p, (kind, first, _) in chunks:  # every chunk starts with B- under the BIO constraints
+        assert p[first] == f"B-{kind}"
 
 
 # --- two processes (torch.distributed, gloo on CPU) ------------------------------------------------------
+
+def _trained_sequences(task, batch) -> list:  # noqa: ANN001
+    """What one training step of this rank sees: each sentence's word ids."""
+    return [tuple(w[:n].tolist()) for w, n in zip(batch.words, batch.lengths)]
+
 
 def _ddp_worker(rank: int, port: int, kwargs: dict) -> None:
     import os
 
     from rnnkit.train import distributed as dist
+    from tests.test_distributed import record_batches
+
+    record_batches(tag.TagTask, Path(kwargs["out"]).parent / f"seen{rank}.pt", _trained_sequences)
 
     os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
@@ -414,16 +432,20 @@ def _ddp_worker(rank: int, port: int, kwargs: dict) -> None:
 def test_two_processes_equal_one_process(tmp_path, pos_files):
     import torch.multiprocessing as mp
 
-    from tests.test_distributed import free_port
+    from tests.test_distributed import assert_shards_cover_batches, free_port, recording_batches
 
     train, valid = pos_files
     kw = small(train=str(train), valid=str(valid), max_steps=6, eval_every=3, dropout=0.0, word_dropout=0.0,
                optimizer="sgd", lr=0.5, device="cpu", crf=True)
-    tag.train(out=str(tmp_path / "single"), progress=False, **kw)
+    with recording_batches(tag.TagTask, tmp_path / "seen_single.pt", _trained_sequences):
+        tag.train(out=str(tmp_path / "single"), progress=False, **kw)
     mp.spawn(_ddp_worker, args=(free_port(), {**kw, "out": str(tmp_path / "ddp")}), nprocs=2, join=True)
     a, _, _ = params_and_optim(tmp_path / "single")
     b, _, meta = params_and_optim(tmp_path / "ddp")
     assert meta["world_size"] == 2
+    # each rank trained on its own half of every batch (the loss is normalised by the global token count, so
+    # equal parameters alone cannot tell a split batch from each rank training on all of it)
+    assert_shards_cover_batches(tmp_path, steps=6)
     for k in a:
         torch.testing.assert_close(b[k], a[k], atol=1e-5, rtol=0, msg=k)
 

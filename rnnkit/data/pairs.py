@@ -6,6 +6,9 @@ Two input formats give the same list of ``(source, target)`` string pairs:
 - two parallel files, line ``i`` of one translating line ``i`` of the other (:func:`read_parallel`).
 
 Each side is stripped of surrounding whitespace and otherwise kept as is (tokenisation happens later).
+For evaluation against several references, a TSV line may hold more target columns
+(``read_tsv_pairs(..., multi_target=True)``: one pair per target) and :func:`group_references` gathers
+the targets of one source, from those columns or from repeated source lines as in Tatoeba.
 A pair with a side longer than ``max_chars`` characters (default :data:`MAX_CHARS` = 400) is skipped
 and counted in :attr:`PairsResult.skipped`, so that the caller can warn once with the count; every other
 problem is a :class:`rnnkit.errors.DataError` with a one-line ``PATH:LINE: ...`` message::
@@ -48,6 +51,7 @@ __all__ = [
     "PairsResult",
     "bundled_tatoeba",
     "collate_pairs",
+    "group_references",
     "read_parallel",
     "read_tsv_pairs",
     "split_pairs",
@@ -105,7 +109,7 @@ def _collect(
 
 
 def read_tsv_pairs(
-    path: str | os.PathLike, *, max_chars: int = MAX_CHARS, what: str = "sentence pairs"
+    path: str | os.PathLike, *, max_chars: int = MAX_CHARS, what: str = "sentence pairs", multi_target: bool = False
 ) -> PairsResult:
     """Read ``source<TAB>target`` lines from a UTF-8 TSV file.
 
@@ -113,6 +117,8 @@ def read_tsv_pairs(
         path: the TSV file: exactly one tab on every line, both sides non-empty after stripping.
         max_chars: pairs with a side longer than this many characters are skipped and counted.
         what: the file's role (``"training pairs"``), appended to read errors.
+        multi_target: accept ``source<TAB>target1<TAB>target2...`` (several references): one pair per
+            non-empty target column, in column order (:func:`group_references` joins them again).
 
     Returns:
         :class:`PairsResult` with the pairs in file order and the number of skipped pairs.
@@ -127,18 +133,48 @@ def read_tsv_pairs(
     numbered = []
     for i, line in enumerate(read_lines(path, what=what), start=1):
         tabs = line.count("\t")
-        if tabs != 1:
+        if tabs != 1 and not (multi_target and tabs > 1):
             found = "none" if tabs == 0 else str(tabs)
             if not line.strip():
                 raise DataError(f"{where}:{i}: empty line (expected source<TAB>target)")
+            if multi_target:
+                raise DataError(f"{where}:{i}: expected a tab (source<TAB>target[<TAB>target...]), found none")
             raise DataError(f"{where}:{i}: expected one tab (source<TAB>target), found {found}")
-        src, tgt = (side.strip() for side in line.split("\t"))
+        src, *targets = (side.strip() for side in line.split("\t"))
         if not src:
             raise DataError(f"{where}:{i}: empty source side")
-        if not tgt:
+        targets = [tgt for tgt in targets if tgt] if multi_target else targets
+        if not targets or not targets[0]:
             raise DataError(f"{where}:{i}: empty target side")
-        numbered.append((i, src, tgt))
+        numbered.extend((i, src, tgt) for tgt in targets)
     return _collect(numbered, max_chars, where)
+
+
+def group_references(pairs: Sequence[Pair]) -> tuple[list[str], list[list[str]]]:
+    """Gather the targets of each distinct source: the references for multi-reference BLEU/chrF.
+
+    Tatoeba-style data repeats a source on several lines with different translations; scoring each line
+    alone counts a correct translation as wrong against the other references. Sources keep their order of
+    first appearance, references their input order; a target repeated for one source is kept once.
+
+    Args:
+        pairs: ``(source, target)`` pairs.
+
+    Returns:
+        ``(sources, references)``: the distinct sources and, aligned with them, each one's list of targets,
+        ready for :func:`rnnkit.metrics.translation.corpus_scores`.
+
+    Example::
+
+        >>> group_references([("Hi .", "Salut ."), ("Run !", "Cours !"), ("Hi .", "Bonjour .")])
+        (['Hi .', 'Run !'], [['Salut .', 'Bonjour .'], ['Cours !']])
+    """
+    grouped: dict[str, list[str]] = {}
+    for src, tgt in pairs:
+        refs = grouped.setdefault(src, [])
+        if tgt not in refs:
+            refs.append(tgt)
+    return list(grouped), list(grouped.values())
 
 
 def read_parallel(

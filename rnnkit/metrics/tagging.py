@@ -16,14 +16,16 @@ A predicted chunk is correct when its type, first and last token equal a gold ch
 
 For tag sets that are not BIO/BIOES (part-of-speech tags), every token is its own unit and the
 micro-averaged precision, recall and F1 all equal accuracy; results say which definition was used
-with ``"span_level"``.
+with ``"span_level"``. Which one applies is decided by the gold labels (or the training tag set), never by
+the predictions: a stray predicted label outside the scheme is just a wrong chunk, and gold data with no
+chunk at all (only ``O``) is scored at span level, F1 0 as seqeval and conlleval give.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-__all__ = ["accuracy", "detect_scheme", "get_chunks", "span_scores", "tagging_report"]
+__all__ = ["accuracy", "detect_scheme", "get_chunks", "gold_scheme", "span_scores", "tagging_report"]
 
 Labels = Sequence[Sequence[str]]
 
@@ -62,6 +64,18 @@ def detect_scheme(labels: Iterable[str]) -> str | None:
     if not prefixes:
         return None
     return "BIOES" if prefixes & {"E", "S"} else "BIO"
+
+
+def gold_scheme(gold: Labels, pred: Labels) -> str | None:
+    """The scheme to score with when none is given: :func:`detect_scheme` of the gold labels alone.
+
+    A gold corpus of only ``O`` (or of no tokens) is a chunk corpus without chunks: ``"BIO"`` (``"BIOES"``
+    when the predictions use that scheme), so it scores F1 0 as seqeval does, not token accuracy.
+    """
+    labels = {lab for sent in gold for lab in sent}
+    if labels <= {"O"}:
+        return "BIOES" if detect_scheme({lab for sent in pred for lab in sent}) == "BIOES" else "BIO"
+    return detect_scheme(labels)
 
 
 def _split(label: str) -> tuple[str, str]:
@@ -112,7 +126,7 @@ def span_scores(gold: Labels, pred: Labels, scheme: str | None = None) -> dict:
         gold: gold labels, one list per sentence.
         pred: predicted labels, aligned with ``gold``.
         scheme: ``"BIO"`` or ``"BIOES"`` for chunk scores, ``"token"`` for token scores, ``None``
-            (default) to :func:`detect_scheme` from the labels of ``gold`` and ``pred`` together.
+            (default) to decide from the gold labels (:func:`gold_scheme`).
 
     Returns:
         ``{"precision", "recall", "f1"}`` in [0, 1], ``"span_level"`` (True for chunk scores),
@@ -121,7 +135,7 @@ def span_scores(gold: Labels, pred: Labels, scheme: str | None = None) -> dict:
     """
     _check(gold, pred)
     if scheme is None:
-        scheme = detect_scheme({lab for sent in (*gold, *pred) for lab in sent})
+        scheme = gold_scheme(gold, pred)
     elif scheme == "token":
         scheme = None
     elif scheme not in ("BIO", "BIOES"):
@@ -159,7 +173,8 @@ def tagging_report(
     Args:
         gold: gold labels, one list per sentence.
         pred: predicted labels, aligned with ``gold``.
-        scheme: as for :func:`span_scores` (default: detected).
+        scheme: as for :func:`span_scores`; default: :func:`detect_scheme` of ``train_labels`` (token level
+            when that finds none) if given, else decided by the gold labels.
         train_labels: the tag set the model was trained with; when given, gold labels outside it
             (necessarily errors) are counted in ``"unseen_label_tokens"`` and listed in ``"unseen_labels"``.
 
@@ -172,6 +187,8 @@ def tagging_report(
         >>> tagging_report([["B-PER", "I-PER", "O"]], [["B-PER", "I-PER", "B-LOC"]])["f1"]
         0.6666666666666666
     """
+    if scheme is None and train_labels is not None:
+        scheme = detect_scheme(train_labels) or "token"
     spans = span_scores(gold, pred, scheme)
     report = {
         "accuracy": accuracy(gold, pred),

@@ -37,7 +37,7 @@ Shape (B batch, T_q queries, T_k keys, D_q / D_k / D_v feature sizes):
     - weights: ``(B, T_k)`` or ``(B, T_q, T_k)``; each row sums to 1 and is exactly 0 on padding.
 
 A row whose mask is all False has no valid key to attend to, so its softmax is undefined: ``forward``
-raises ``ValueError`` naming the batch rows rather than returning NaN or an arbitrary context.
+raises ``ShapeError`` (a ``ValueError``) naming the batch rows rather than returning NaN or an arbitrary context.
 
 Example::
 
@@ -53,6 +53,8 @@ import math
 
 import torch
 from torch import Tensor, nn
+
+from rnnkit.errors import ShapeError
 
 __all__ = [
     "AdditiveAttention",
@@ -74,7 +76,7 @@ def length_mask(lengths: Tensor, max_len: int | None = None) -> Tensor:
         ``(B, T)`` bool tensor on ``lengths``' device.
     """
     if lengths.dim() != 1:
-        raise ValueError(f"length_mask: expected lengths of shape (B,), got {tuple(lengths.shape)}")
+        raise ShapeError(f"length_mask: expected lengths of shape (B,), got {tuple(lengths.shape)}")
     if max_len is None:
         max_len = int(lengths.max()) if lengths.numel() else 0
     steps = torch.arange(max_len, device=lengths.device)  # (T,)
@@ -111,38 +113,38 @@ class _Attention(nn.Module):
         """Attend from ``query`` over ``keys``; return ``(context, weights)`` (see the module docstring)."""
         name = type(self).__name__
         if query.dim() not in (2, 3):
-            raise ValueError(
+            raise ShapeError(
                 f"{name}: expected query of shape (B, D_q) or (B, T_q, D_q), got {tuple(query.shape)}"
             )
         if keys.dim() != 3:
-            raise ValueError(f"{name}: expected keys of shape (B, T_k, D_k), got {tuple(keys.shape)}")
+            raise ShapeError(f"{name}: expected keys of shape (B, T_k, D_k), got {tuple(keys.shape)}")
         batch, t_k = keys.shape[0], keys.shape[1]
         if query.shape[0] != batch:
-            raise ValueError(f"{name}: query batch size {query.shape[0]} != keys batch size {batch}")
+            raise ShapeError(f"{name}: query batch size {query.shape[0]} != keys batch size {batch}")
         if t_k == 0:
-            raise ValueError(f"{name}: keys have no time steps (T_k = 0), got {tuple(keys.shape)}")
+            raise ShapeError(f"{name}: keys have no time steps (T_k = 0), got {tuple(keys.shape)}")
         self._check_sizes(query, keys)
         if values is None:
             values = keys
         elif values.dim() != 3 or values.shape[:2] != keys.shape[:2]:
-            raise ValueError(
+            raise ShapeError(
                 f"{name}: expected values of shape ({batch}, {t_k}, D_v), got {tuple(values.shape)}"
             )
         if mask is not None:
             if mask.dtype != torch.bool:
-                raise ValueError(f"{name}: expected a bool mask (True = valid), got dtype {mask.dtype}")
+                raise ShapeError(f"{name}: expected a bool mask (True = valid), got dtype {mask.dtype}")
             if mask.shape != (batch, t_k):
-                raise ValueError(f"{name}: expected mask of shape ({batch}, {t_k}), got {tuple(mask.shape)}")
+                raise ShapeError(f"{name}: expected mask of shape ({batch}, {t_k}), got {tuple(mask.shape)}")
             empty = ~mask.any(dim=1)  # (B,)
             if bool(empty.any()):
                 rows = empty.nonzero().flatten().tolist()
-                raise ValueError(f"{name}: mask has no valid key in batch rows {rows}")
+                raise ShapeError(f"{name}: mask has no valid key in batch rows {rows}")
         if projected_keys is None:
             projected_keys = self.project_keys(keys)
         else:
             expected = (batch, t_k, self._projected_size(keys))
             if projected_keys.shape != expected:
-                raise ValueError(
+                raise ShapeError(
                     f"{name}: expected projected_keys of shape {expected} (from project_keys(keys)), "
                     f"got {tuple(projected_keys.shape)}"
                 )

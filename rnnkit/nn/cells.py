@@ -14,7 +14,9 @@ A cell is a ``torch.nn.Module`` that computes one time step. Anything with this 
         # Default: identity.
     step(xp_t, state) -> (y_t, state)   # one step from a projected input row block (B, G)
 
-``cell(input, state=None)`` runs one step on raw input: ``step(project_input(input), state)``.
+``cell(input, state=None)`` runs one step on raw input: ``step(project_input(input), state)``; as with torch.nn
+cells, ``input`` may be unbatched ``(H_in,)`` (with a state of ``(S,)`` tensors) and the state may be passed as
+``hx=``.
 Unlike ``torch.nn.LSTMCell``, which returns ``(h, c)``, a cell returns ``(output, state)`` (the same order
 as rnnkit's layers); for ``LSTMCell`` the output is ``h`` and the state is ``(h, c)``.
 
@@ -32,6 +34,8 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from rnnkit.errors import ShapeError
 
 State = Tensor | tuple[Tensor, ...]
 
@@ -64,16 +68,30 @@ class RecurrentCell(torch.nn.Module):
         """One time step from a projected input ``(B, G)``; returns ``(output (B, H), new state)``."""
         raise NotImplementedError
 
-    def forward(self, input: Tensor, state: State | None = None) -> tuple[Tensor, State]:
-        """One step on raw input ``(B, H_in)``; ``state`` defaults to :meth:`init_state`.
+    def forward(
+        self, input: Tensor, state: State | None = None, *, hx: State | None = None
+    ) -> tuple[Tensor, State]:
+        """One step on raw input ``(B, H_in)``, or unbatched ``(H_in,)`` as ``torch.nn`` cells accept.
+
+        Args:
+            input: ``(B, H_in)``, or ``(H_in,)`` with an unbatched state (each tensor ``(S,)``).
+            state: initial state, default :meth:`init_state`; ``hx`` is torch's name for it (pass one).
 
         Returns:
-            ``(output, state)``: output ``(B, H)``, state as from :meth:`init_state`.
+            ``(output, state)``: output ``(B, H)`` (``(H,)`` unbatched), state as from :meth:`init_state`.
         """
         name = type(self).__name__
+        state = state_argument(name, state, hx)
+        if input.dim() == 1 and input.size(0) == self.input_size:
+            if state is not None and not all(isinstance(p, Tensor) and p.dim() == 1 for p in state_parts(state)):
+                got = [tuple(p.shape) if isinstance(p, Tensor) else type(p).__name__ for p in state_parts(state)]
+                raise ShapeError(f"{name}: for unbatched 1-D input (H_in,), expected a state of 1-D tensors, got {got}")
+            batched = None if state is None else map_state(state, lambda part: part.unsqueeze(0))
+            output, final = self(input.unsqueeze(0), batched)
+            return output.squeeze(0), map_state(final, lambda part: part.squeeze(0))
         if input.dim() != 2 or input.size(1) != self.input_size:
-            raise ValueError(
-                f"{name}: expected input of shape (B, H_in={self.input_size}), got {tuple(input.shape)}"
+            raise ShapeError(
+                f"{name}: expected input of shape (B, H_in={self.input_size}) or (H_in,), got {tuple(input.shape)}"
             )
         expected = self.init_state(input.size(0), device="meta", dtype=input.dtype)
         if state is None:
@@ -83,15 +101,34 @@ class RecurrentCell(torch.nn.Module):
         return self.step(self.project_input(input), state)
 
 
+def state_argument(name: str, state: State | None, hx: State | None) -> State | None:
+    """The initial state passed as rnnkit's ``state`` or torch.nn's ``hx``; a TypeError when both are given."""
+    if hx is None:
+        return state
+    if state is not None:
+        raise TypeError(f"{name}: got the initial state twice, as state and as hx; pass one of them")
+    return hx
+
+
+def state_parts(state: State) -> tuple:
+    """The tensors of a state (one tensor or a tuple/list of them), as a tuple."""
+    return tuple(state) if isinstance(state, tuple | list) else (state,)
+
+
+def map_state(state: State, fn) -> State:  # noqa: ANN001
+    """Apply ``fn`` to every tensor of a state, keeping its structure (a tensor or a tuple)."""
+    return tuple(fn(part) for part in state) if isinstance(state, tuple | list) else fn(state)
+
+
 def check_state_like(name: str, state: State, expected: State, layout: str) -> None:
-    """Raise ValueError unless ``state`` has the structure and shapes of ``expected``."""
+    """Raise ShapeError unless ``state`` has the structure and shapes of ``expected``."""
     if isinstance(expected, Tensor):
         if not isinstance(state, Tensor):
-            raise ValueError(f"{name}: expected the state as one tensor {layout}, got {type(state).__name__}")
+            raise ShapeError(f"{name}: expected the state as one tensor {layout}, got {type(state).__name__}")
         pairs = [(state, expected)]
     else:
         if not isinstance(state, tuple | list) or len(state) != len(expected):
-            raise ValueError(
+            raise ShapeError(
                 f"{name}: expected the state as a tuple of {len(expected)} tensors {layout}, "
                 f"got {type(state).__name__}" + (f" of length {len(state)}" if isinstance(state, tuple | list) else "")
             )
@@ -100,7 +137,7 @@ def check_state_like(name: str, state: State, expected: State, layout: str) -> N
         if not isinstance(got, Tensor) or got.shape != want.shape:
             shape = tuple(got.shape) if isinstance(got, Tensor) else type(got).__name__
             where = "" if isinstance(expected, Tensor) else f" part {index}"
-            raise ValueError(f"{name}: expected state{where} of shape {tuple(want.shape)} {layout}, got {shape}")
+            raise ShapeError(f"{name}: expected state{where} of shape {tuple(want.shape)} {layout}, got {shape}")
 
 
 class _WeightedCell(RecurrentCell):

@@ -18,13 +18,18 @@ gradients stay finite even if a gold sequence breaks a constraint; :meth:`CRF.de
 ``-inf`` so a decoded path never contains a disallowed transition, whatever the emissions.
 
 Batches are batch-first and padded on the right; ``mask`` is ``True`` at real tokens. Every
-sequence must have at least one token.
+sequence must have at least one token. Bad shapes raise :class:`rnnkit.errors.ShapeError` (a ``ValueError``
+and a ``RuntimeError``); a mask with an empty row or padding before a token too, except inside
+``torch.export``, whose graph cannot branch on the mask's values (the caller then guarantees them).
+The likelihood exports with ``torch.export`` and compiles with ``torch.compile``, ``decode`` compiles.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+
+from rnnkit.errors import ShapeError
 
 __all__ = ["CRF", "DISALLOWED", "bio_constraints"]
 
@@ -110,21 +115,23 @@ class CRF(nn.Module):
 
     def _check(self, emissions: Tensor, mask: Tensor, tags: Tensor | None = None) -> None:
         if emissions.dim() != 3 or emissions.size(2) != self.num_tags:
-            raise ValueError(
+            raise ShapeError(
                 f"emissions: expected shape (B, T, {self.num_tags}), got {tuple(emissions.shape)}"
             )
         b, t = emissions.shape[:2]
         if t == 0:
-            raise ValueError("emissions: expected at least one time step, got T=0")
+            raise ShapeError("emissions: expected at least one time step, got T=0")
         if mask.shape != (b, t) or mask.dtype != torch.bool:
             got = f"{mask.dtype} of shape {tuple(mask.shape)}"
-            raise ValueError(f"mask: expected a bool tensor of shape {(b, t)}, got {got}")
+            raise ShapeError(f"mask: expected a bool tensor of shape {(b, t)}, got {got}")
         if tags is not None and tags.shape != (b, t):
-            raise ValueError(f"tags: expected shape {(b, t)}, got {tuple(tags.shape)}")
+            raise ShapeError(f"tags: expected shape {(b, t)}, got {tuple(tags.shape)}")
+        if torch.compiler.is_exporting():  # the mask's values are data: an exported graph cannot branch on them
+            return
         if not bool(mask[:, 0].all()):
-            raise ValueError("mask: every sequence needs at least one token (mask[:, 0] must be all True)")
+            raise ShapeError("mask: every sequence needs at least one token (mask[:, 0] must be all True)")
         if t > 1 and bool((mask[:, 1:] & ~mask[:, :-1]).any()):
-            raise ValueError("mask: padding must be on the right (a True follows a False)")
+            raise ShapeError("mask: padding must be on the right (a True follows a False)")
 
     def score(self, emissions: Tensor, tags: Tensor, mask: Tensor) -> Tensor:
         """Unnormalised score of the given tag sequences (the equation in the module docstring).

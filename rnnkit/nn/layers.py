@@ -40,14 +40,25 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence
 
-from rnnkit.nn.cells import GRUCell, LayerNormGRUCell, LayerNormLSTMCell, LSTMCell, RNNCell
+from rnnkit.errors import ShapeError
+from rnnkit.nn.cells import (
+    GRUCell,
+    LayerNormGRUCell,
+    LayerNormLSTMCell,
+    LSTMCell,
+    RNNCell,
+    state_argument,
+)
 from rnnkit.nn.dropout import check_probability, weight_drop
-from rnnkit.nn.recurrent import CellStack, SequenceBatch, check_sequence_input
+from rnnkit.nn.recurrent import CellStack, SequenceBatch, check_sequence_input, run_unbatched
 
 State = Tensor | tuple[Tensor, Tensor]
 
+# torch.compile runs torch.nn.LSTM's kernel outside the graph (Dynamo refuses to trace torch.nn RNN modules);
+# traced inside one, the LSTM kernel's backward breaks AOTAutograd in torch 2.13 ("expected all
+# tensors_saved_with_vc_check to be Tensors"), so it stays a graph break here too. torch.export still records it.
 _KERNELS = {
-    "LSTM": torch._VF.lstm,
+    "LSTM": torch.compiler.disable(torch._VF.lstm),
     "GRU": torch._VF.gru,
     "RNN_TANH": torch._VF.rnn_tanh,
     "RNN_RELU": torch._VF.rnn_relu,
@@ -69,6 +80,7 @@ class _RecurrentLayer(torch.nn.RNNBase):
         dropout: float,
         bidirectional: bool,
         *,
+        proj_size: int = 0,
         weight_dropout: float,
         input_dropout: float,
         output_dropout: float,
@@ -85,9 +97,14 @@ class _RecurrentLayer(torch.nn.RNNBase):
             raise ValueError(f"{name}: layer_norm is available for LSTM and GRU, not {mode}")
         if layer_norm and engine == "fused":
             raise ValueError(f"{name}: layer_norm=True needs the generic engine; got engine='fused'")
+        if proj_size and (layer_norm or engine == "generic"):
+            raise ValueError(
+                f"{name}: proj_size runs on torch's fused LSTM kernel only; the generic engine "
+                f"(engine='generic' or layer_norm=True) has no projection"
+            )
         super().__init__(
             mode, input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
-            device=device, dtype=dtype,
+            proj_size=proj_size, device=device, dtype=dtype,
         )
         self.weight_dropout = check_probability(f"{name}: weight_dropout", weight_dropout)
         self.input_dropout = check_probability(f"{name}: input_dropout", input_dropout)
@@ -153,62 +170,83 @@ class _RecurrentLayer(torch.nn.RNNBase):
     def init_state(
         self, batch_size: int, *, device: torch.device | str | None = None, dtype: torch.dtype | None = None
     ) -> State:
-        """Zero state ``(num_layers * D, B, H_out)``; for LSTM a pair ``(h, c)`` of such tensors."""
-        zeros = torch.zeros(self.num_layers * self.num_directions, batch_size, self.hidden_size, device=device,
-                            dtype=dtype)
-        return (zeros, torch.zeros_like(zeros)) if self.mode == "LSTM" else zeros
+        """Zero state ``(num_layers * D, B, H_out)``; for LSTM a pair ``(h, c)``, ``c`` of size ``hidden_size``
+        (``h`` is of size ``proj_size`` when there is a projection)."""
+        rows = self.num_layers * self.num_directions
+        h = torch.zeros(rows, batch_size, self.proj_size or self.hidden_size, device=device, dtype=dtype)
+        if self.mode != "LSTM":
+            return h
+        return h, torch.zeros(rows, batch_size, self.hidden_size, device=device, dtype=dtype)
 
     def _check_state(self, state: State | None, batch: int, like: Tensor) -> list[Tensor]:
         name = type(self).__name__
-        expected = (self.num_layers * self.num_directions, batch, self.hidden_size)
         count = 2 if self.mode == "LSTM" else 1
+        rows = self.num_layers * self.num_directions
+        shapes = [(rows, batch, self.proj_size or self.hidden_size), (rows, batch, self.hidden_size)][:count]
         if state is None:
-            zeros = self.init_state(batch, device=like.device, dtype=like.dtype)
-            return list(zeros) if count == 2 else [zeros]
+            return [torch.zeros(shape, dtype=like.dtype, device=like.device) for shape in shapes]
         if count == 2 and (not isinstance(state, tuple | list) or len(state) != 2):
-            raise ValueError(f"{name}: expected state as a pair (h, c), got {type(state).__name__}")
+            raise ShapeError(f"{name}: expected state as a pair (h, c), got {type(state).__name__}")
         if count == 1 and not isinstance(state, Tensor):
-            raise ValueError(f"{name}: expected state as a tensor, got {type(state).__name__}")
+            raise ShapeError(f"{name}: expected state as a tensor, got {type(state).__name__}")
         parts = list(state) if count == 2 else [state]
-        for part_name, part in zip(("h", "c"), parts):
+        for part_name, part, expected in zip(("h", "c"), parts, shapes):
             if not isinstance(part, Tensor) or tuple(part.shape) != expected:
                 got = tuple(part.shape) if isinstance(part, Tensor) else type(part).__name__
-                raise ValueError(
+                raise ShapeError(
                     f"{name}: expected state {part_name} of shape {expected} "
                     f"(num_layers * num_directions, B, H_out), got {got}"
                 )
         return parts
 
     def forward(
-        self, input: Tensor | PackedSequence, state: State | None = None, lengths: Tensor | None = None
+        self,
+        input: Tensor | PackedSequence,
+        state: State | None = None,
+        lengths: Tensor | None = None,
+        *,
+        hx: State | None = None,
     ) -> tuple[Tensor | PackedSequence, State]:
         """Run the layer.
 
         Args:
-            input: (B, T, H_in) if ``batch_first`` else (T, B, H_in), right-padded; or a ``PackedSequence``
-                (then ``lengths`` must be None and the output is packed too).
-            state: initial state (num_layers * D, B, H_out); for LSTM a pair ``(h0, c0)``. Default zeros.
+            input: (B, T, H_in) if ``batch_first`` else (T, B, H_in), right-padded; or unbatched (T, H_in)
+                (then the state is (num_layers * D, H_out)); or a ``PackedSequence`` (then ``lengths`` must
+                be None and the output is packed too). B may be 0 (empty output and state, as torch.nn).
+            state: initial state (num_layers * D, B, H_out); for LSTM a pair ``(h0, c0)`` (``c0`` has
+                ``hidden_size`` features, ``h0`` ``proj_size`` if set). Default zeros. ``hx`` is torch.nn's
+                name for it: pass one of the two.
             lengths: (B,) integer lengths in [1, T], any order and device. Default: all T.
 
         Returns:
-            ``(output, state)``: output (B, T, D * H_out) (or time-major), exactly 0 at padded steps; state in
-            the layout of ``state``, each sequence's state after its last valid step (reverse direction:
-            after reading back to step 0).
+            ``(output, state)``: output (B, T, D * H_out) (or time-major, or (T, D * H_out) unbatched), exactly
+            0 at padded steps; state in the layout of ``state``, each sequence's state after its last valid
+            step (reverse direction: after reading back to step 0).
+
+        Raises:
+            ShapeError: (a ValueError and a RuntimeError) for an input, state or lengths of the wrong shape.
         """
+        name = type(self).__name__
+        state = state_argument(name, state, hx)
+        if isinstance(input, Tensor) and input.dim() == 2:
+            return run_unbatched(self, input, state, lengths)
         if hasattr(self, "_update_flat_weights"):  # torch >= 2.1: re-read weights swapped by functional_call
             self._update_flat_weights()
-        name = type(self).__name__
         if isinstance(input, PackedSequence):
             if lengths is not None:
                 raise ValueError(f"{name}: a PackedSequence carries its lengths; got lengths as well")
             if input.data.dim() != 2 or input.data.size(1) != self.input_size:
-                raise ValueError(
+                raise ShapeError(
                     f"{name}: expected packed data of shape (N, H_in={self.input_size}), "
                     f"got {tuple(input.data.shape)}"
                 )
             seq = SequenceBatch.from_packed(input)
         else:
-            _, _, lengths_cpu = check_sequence_input(name, input, self.input_size, self.batch_first, lengths)
+            batch, _, lengths_cpu = check_sequence_input(name, input, self.input_size, self.batch_first, lengths)
+            if batch == 0:  # as torch.nn: an empty output and the (empty) state
+                hx = self._check_state(state, 0, input)
+                features = self.num_directions * (self.proj_size or self.hidden_size)
+                return input.new_zeros(*input.shape[:2], features), (tuple(hx) if self.mode == "LSTM" else hx[0])
             seq = SequenceBatch(input, lengths_cpu, self.batch_first)
         hx = [seq.sort(h) for h in self._check_state(state, seq.batch, seq.data)]  # each (L*D, B, H)
         training = self.training
@@ -327,9 +365,10 @@ _ARGS_DOC = """
         device, dtype: for the parameters (keyword-only).
 
     Shape:
-        input: (B, T, H_in) if batch_first else (T, B, H_in), or a PackedSequence.
+        input: (B, T, H_in) if batch_first else (T, B, H_in), or a PackedSequence, or unbatched (T, H_in)
+            (then the batch dimension is dropped from state and output too, as in torch.nn). B may be 0.
         lengths: (B,) integers in [1, T], any order, any device.
-        state: (L * D, B, H_out){state}.
+        state: (L * D, B, H_out){state}; passed as ``state`` or, torch.nn's name, ``hx``.
         output: (B, T, D * H_out) if batch_first else (T, B, D * H_out); 0 past each length.
 
     It equals the slow loop (D = 2 adds the same loop over ``reversed(range(len_b))`` with the ``_reverse``
@@ -392,9 +431,12 @@ class RNN(_RecurrentLayer):
 
 
 class LSTM(_RecurrentLayer):
-    __doc__ = r"""LSTM, ``torch.nn.LSTM``-compatible (without ``proj_size``); gates as :class:`rnnkit.nn.LSTMCell`.
+    __doc__ = r"""LSTM, ``torch.nn.LSTM``-compatible; gates as :class:`rnnkit.nn.LSTMCell`.
 """ + _ARGS_DOC.format(
-        extra="",
+        extra="""
+        proj_size: if > 0, ``h = W_hr h`` projects each layer's output to this size (``weight_hr_l{k}``
+            of shape (proj_size, hidden_size)); H_out is then proj_size, ``c`` keeps hidden_size. Fused
+            engine only (a ValueError with ``layer_norm=True`` or ``engine="generic"``). Default 0 (none).""",
         state="; a pair (h, c) of such tensors",
         cell=":class:`rnnkit.nn.cells.LSTMCell` (``LayerNormLSTMCell`` with layer_norm)",
     ) + """
@@ -413,6 +455,7 @@ class LSTM(_RecurrentLayer):
         batch_first: bool = False,
         dropout: float = 0.0,
         bidirectional: bool = False,
+        proj_size: int = 0,
         *,
         weight_dropout: float = 0.0,
         input_dropout: float = 0.0,
@@ -425,9 +468,9 @@ class LSTM(_RecurrentLayer):
     ) -> None:
         super().__init__(
             "LSTM", input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
-            weight_dropout=weight_dropout, input_dropout=input_dropout, output_dropout=output_dropout,
-            variational_dropout=variational_dropout, layer_norm=layer_norm, engine=engine, device=device,
-            dtype=dtype,
+            proj_size=proj_size, weight_dropout=weight_dropout, input_dropout=input_dropout,
+            output_dropout=output_dropout, variational_dropout=variational_dropout, layer_norm=layer_norm,
+            engine=engine, device=device, dtype=dtype,
         )
 
 

@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from rnnkit.nn.cells import State, check_state_like
+from rnnkit.errors import ShapeError
+from rnnkit.nn.cells import State, check_state_like, map_state, state_argument, state_parts
 from rnnkit.nn.dropout import check_probability, locked_dropout_mask, weight_drop
 
 
@@ -142,31 +143,55 @@ def hidden_weight_names(module: torch.nn.Module) -> list[str]:
 def check_sequence_input(
     name: str, input: Tensor, input_size: int, batch_first: bool, lengths: Tensor | None
 ) -> tuple[int, int, Tensor | None]:
-    """Validate a padded batch and its lengths; return ``(B, T, lengths as CPU int64 or None)``."""
+    """Validate a padded batch (B >= 0, T >= 1) and its lengths; return ``(B, T, lengths as CPU int64 or None)``."""
     layout = "(B, T, H_in)" if batch_first else "(T, B, H_in)"
     if input.dim() != 3:
-        raise ValueError(
-            f"{name}: expected a 3-D input {layout} with H_in={input_size}, got shape {tuple(input.shape)}"
+        raise ShapeError(
+            f"{name}: expected a 3-D input {layout} or an unbatched 2-D input (T, H_in) with H_in={input_size}, "
+            f"got shape {tuple(input.shape)}"
         )
     if input.size(-1) != input_size:
-        raise ValueError(
+        raise ShapeError(
             f"{name}: expected input {layout} with H_in={input_size}, got shape {tuple(input.shape)}"
         )
     batch, steps = (input.size(0), input.size(1)) if batch_first else (input.size(1), input.size(0))
-    if steps < 1 or batch < 1:
-        raise ValueError(f"{name}: expected at least one sequence and one time step, got {tuple(input.shape)}")
+    if steps < 1:
+        raise ShapeError(f"{name}: expected at least one time step, got {tuple(input.shape)}")
     if lengths is None:
         return batch, steps, None
     if not isinstance(lengths, Tensor) or lengths.dim() != 1 or lengths.numel() != batch:
         got = tuple(lengths.shape) if isinstance(lengths, Tensor) else type(lengths).__name__
-        raise ValueError(f"{name}: expected lengths of shape ({batch},), one per sequence, got {got}")
+        raise ShapeError(f"{name}: expected lengths of shape ({batch},), one per sequence, got {got}")
     if lengths.dtype.is_floating_point or lengths.dtype.is_complex or lengths.dtype == torch.bool:
-        raise ValueError(f"{name}: expected integer lengths, got dtype {lengths.dtype}")
+        raise ShapeError(f"{name}: expected integer lengths, got dtype {lengths.dtype}")
     lengths_cpu = lengths.to("cpu", torch.int64)
+    if batch == 0:
+        return batch, steps, lengths_cpu
     low, high = int(lengths_cpu.min()), int(lengths_cpu.max())
     if low < 1 or high > steps:
-        raise ValueError(f"{name}: expected every length in [1, T={steps}], got min {low} and max {high}")
+        raise ShapeError(f"{name}: expected every length in [1, T={steps}], got min {low} and max {high}")
     return batch, steps, lengths_cpu
+
+
+def run_unbatched(
+    module: torch.nn.Module, input: Tensor, state: State | None, lengths: Tensor | None
+) -> tuple[Tensor, State]:
+    """Run a layer on unbatched input ``(T, H_in)`` as a batch of one, as torch.nn does.
+
+    The state, if given, is unbatched too (each tensor ``(L*D, S)``); output ``(T, D*H)`` and the final
+    state come back without the batch dimension.
+    """
+    name = type(module).__name__
+    if state is not None and not all(isinstance(p, Tensor) and p.dim() == 2 for p in state_parts(state)):
+        got = [tuple(p.shape) if isinstance(p, Tensor) else type(p).__name__ for p in state_parts(state)]
+        raise ShapeError(
+            f"{name}: for unbatched 2-D input (T, H_in), expected a 2-D state (num_layers * num_directions, H), "
+            f"got {got}"
+        )
+    batch_dim = 0 if module.batch_first else 1
+    batched = None if state is None else map_state(state, lambda part: part.unsqueeze(1))
+    output, final = module(input.unsqueeze(batch_dim), batched, lengths)
+    return output.squeeze(batch_dim), map_state(final, lambda part: part.squeeze(1))
 
 
 class SequenceBatch:
@@ -382,16 +407,25 @@ class Recurrent(torch.nn.Module):
         return _like(per_cell[0], [torch.stack(parts) for parts in zip(*map(_parts, per_cell))])
 
     def forward(
-        self, input: Tensor, state: State | None = None, lengths: Tensor | None = None
+        self, input: Tensor, state: State | None = None, lengths: Tensor | None = None, *, hx: State | None = None
     ) -> tuple[Tensor, State]:
-        """Run the stack; see the class docstring for shapes. Returns ``(output, final state)``."""
+        """Run the stack; see the class docstring for shapes. Returns ``(output, final state)``.
+
+        ``hx`` is torch.nn's name for ``state`` (pass one). Unbatched input ``(T, H_in)`` takes and returns a
+        state without the batch dimension, ``(L*D, S)``; a batch of zero sequences returns empty tensors.
+        """
         name = type(self).__name__
+        state = state_argument(name, state, hx)
+        if input.dim() == 2:
+            return run_unbatched(self, input, state, lengths)
         batch, _, lengths_cpu = check_sequence_input(name, input, self.input_size, self.batch_first, lengths)
         expected = self.init_state(batch, device="meta", dtype=input.dtype)
         if state is None:
             state = self.init_state(batch, device=input.device, dtype=input.dtype)
         else:
             check_state_like(name, state, expected, "(num_layers * num_directions, B, S)")
+        if batch == 0:
+            return input.new_zeros(*input.shape[:2], self.num_directions * self.hidden_size), state
         seq = SequenceBatch(input, lengths_cpu, self.batch_first)
         parts = [seq.sort(p) for p in _parts(state)]  # each (L*D, B, S)
         states = [_like(state, [p[k] for p in parts]) for k in range(len(self.cells))]
