@@ -304,10 +304,13 @@ class _RecurrentLayer(torch.nn.RNNBase):
         """
         kernel = _KERNELS[self.mode]
         lengths = seq.lengths.to(data.device)  # (B,)
-        cols = torch.arange(seq.batch, device=data.device)
         last = lengths - 1
         steps = torch.arange(seq.steps, device=data.device)[:, None]  # (T, 1)
-        flip = torch.where(seq.valid, last - steps, steps)  # (T, B): reverse within length; its own inverse
+        flip = torch.where(seq.valid, last - steps, steps)[..., None]  # (T, B, 1): reverse within length
+        ends = last[None, :, None].expand(1, -1, self.hidden_size)  # (1, B, H)
+
+        def flipped(t: Tensor) -> Tensor:  # its own inverse
+            return t.gather(0, flip.expand_as(t))
         per_cell = len(weights) // (self.num_layers * self.num_directions)
         finals: list[list[Tensor]] = [[] for _ in hx]
         outputs: list[Tensor] = []
@@ -321,14 +324,14 @@ class _RecurrentLayer(torch.nn.RNNBase):
             for direction in range(self.num_directions):
                 k = layer * self.num_directions + direction
                 w = weights[k * per_cell : (k + 1) * per_cell]
-                x = data if direction == 0 else data[flip, cols]
+                x = data if direction == 0 else flipped(data)
                 h0 = [h[k : k + 1] for h in hx]  # each (1, B, H)
                 h_arg = (h0[0], h0[1]) if self.mode == "LSTM" else h0[0]
                 y, *state = kernel(x, h_arg, w, self.bias, 1, 0.0, self.training, False, False)  # y (T, B, H)
-                finals[0].append(y[last, cols][None])  # (1, B, H)
+                finals[0].append(y.gather(0, ends))  # (1, B, H)
                 if self.mode == "LSTM":
                     finals[1].append(self._final_cell(x, y, h0, state[1], w, seq.lengths))
-                outputs.append(y if direction == 0 else y[flip, cols])
+                outputs.append(y if direction == 0 else flipped(y))
             data = outputs[0] if self.num_directions == 1 else torch.cat(outputs, -1)  # (T, B, D*H)
         return data, [torch.cat(parts) for parts in finals]  # each (L*D, B, H)
 
