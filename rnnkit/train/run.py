@@ -116,12 +116,18 @@ def load_checkpoint(run_dir: Path, name: str, task: str) -> ck.Checkpoint:
 
 
 def setup_torch(seed: int, threads: int | None) -> None:
-    """Seed torch's generators (before any model is built) and set the CPU thread count."""
+    """Seed torch's generators (before any model is built), set the CPU thread count and flush denormal
+    floats to zero on CPU (for the rest of the process)."""
     if threads is not None:
         if threads < 1:
             raise ConfigError(f"field 'threads': must be >= 1, got {threads}")
         torch.set_num_threads(threads)
     torch.manual_seed(seed)
+    # Denormal floats (|x| < 1.2e-38 in float32) cost x86 CPUs a microcode assist per operation: a CPU run
+    # that starts making them slows down 20-30x for long stretches (issue 17: the EWT XPOS tagger fell from
+    # ~7,000 to 200-400 tokens/s after 40-60 steps). Treating them as zero changes results only below 1e-38;
+    # see benchmarks/phases.py. A no-op where the CPU lacks the mode (torch returns False).
+    torch.set_flush_denormal(True)
 
 
 def truncate_metrics(run_dir: Path, step: int) -> None:
