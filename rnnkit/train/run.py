@@ -123,10 +123,11 @@ def setup_torch(seed: int, threads: int | None) -> None:
             raise ConfigError(f"field 'threads': must be >= 1, got {threads}")
         torch.set_num_threads(threads)
     torch.manual_seed(seed)
-    # Denormal floats (|x| < 1.2e-38 in float32) cost x86 CPUs a microcode assist per operation: a CPU run
-    # that starts making them slows down 20-30x for long stretches (issue 17: the EWT XPOS tagger fell from
-    # ~7,000 to 200-400 tokens/s after 40-60 steps). Treating them as zero changes results only below 1e-38;
-    # see benchmarks/phases.py. A no-op where the CPU lacks the mode (torch returns False).
+    # Denormal floats (|x| < 1.2e-38 in float32) cost x86 CPUs a microcode assist per operation, so a run
+    # that starts making them can slow down many-fold (issue 17: the EWT XPOS tagger fell from ~7,000 to
+    # 200-400 tokens/s after 40-60 steps, and flushing them removed the slow stretches). Treating them as
+    # zero changes results only below 1e-38 (tests/test_denormals.py); benchmarks/phases.py watches for
+    # slow phases. A no-op where the CPU lacks the mode (torch then returns False).
     torch.set_flush_denormal(True)
 
 
