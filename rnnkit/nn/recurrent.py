@@ -166,7 +166,7 @@ class SequenceBatch:
         self._rows: Tensor | None = None
         self.packed_input = False
         self.lengths: Tensor | None = None
-        if lengths_cpu is not None and int(lengths_cpu.min()) == self.steps:
+        if lengths_cpu is not None and bool((lengths_cpu == self.steps).all()):
             lengths_cpu = None  # nothing is padded: the plain batch, no packing
         if lengths_cpu is None or not pack:
             self.data = x
