@@ -11,7 +11,14 @@ tokens/s over ``--steps`` steps through the product's API, the two settings time
 * seq2seq: the bundled Tatoeba English-French training pairs, the ``rnnkit seq2seq train`` default model,
   batches of ``--batch-size`` pairs; padding over source and decoder cells (see :func:`seq2seq_half`).
 
+* layers: one recurrent layer (``--layer-size`` B T H, default 32 64 256), forward + backward, LSTM and GRU,
+  uni- and bidirectional: rnnkit without lengths (plain), with lengths all equal to T, with variable lengths
+  (uniform in [1, T]), and torch.nn with the same variable lengths through ``pack_padded_sequence`` (torch's
+  packed path), in ms per step (medians of alternating windows) and as the ratios the layers aim at: all-T
+  over plain time (target <= 1/0.95) and packed over variable time (target >= 2).
+
     python benchmarks/padding.py                 # ~2-3 minutes on 2 cores
+    python benchmarks/padding.py --task layers   # under a minute on 2 cores
     python benchmarks/padding.py --quick         # smoke run, seconds
 """
 
@@ -27,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
@@ -34,6 +42,7 @@ import common  # noqa: E402
 from rnnkit.data.batching import length_batches, padding_fraction  # noqa: E402
 from rnnkit.data.conll import bundled_ud_ewt, read_conllu, write_conllu  # noqa: E402
 from rnnkit.data.pairs import bundled_tatoeba, read_tsv_pairs  # noqa: E402
+from rnnkit.nn import GRU, LSTM  # noqa: E402
 from rnnkit.tasks import seq2seq as s2s  # noqa: E402
 from rnnkit.tasks import tag  # noqa: E402
 
@@ -143,13 +152,64 @@ def seq2seq_half(args: argparse.Namespace, tmp: Path) -> tuple[list[dict[str, An
     return rows, {"data": source, "settings": settings, "bucketed_vs_random_tokens_per_s": speedup}
 
 
+# --- layers --------------------------------------------------------------------------------------------------
+
+def layer_ways(ours: torch.nn.Module, ref: torch.nn.Module, x: torch.Tensor, lengths: torch.Tensor
+               ) -> dict[str, Any]:
+    """The four ways to run one layer over ``x`` (B, T, H), each returning the padded output."""
+    steps = x.size(1)
+
+    def packed() -> torch.Tensor:
+        out, _ = ref(pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False))
+        return pad_packed_sequence(out, batch_first=True, total_length=steps)[0]
+
+    full = torch.full_like(lengths, steps)
+    return {"plain": lambda: ours(x)[0], "all T": lambda: ours(x, lengths=full)[0],
+            "variable": lambda: ours(x, lengths=lengths)[0], "torch packed": packed}
+
+
+def layers_half(args: argparse.Namespace, tmp: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Rows (one per layer and direction) of ms per forward + backward step for the four ways to run it."""
+    batch, steps, hidden = args.layer_size
+    device = torch.device(args.device)
+    lengths = torch.randint(1, steps + 1, (batch,), generator=torch.Generator().manual_seed(1))
+
+    def timing(run: Any) -> Any:
+        def work() -> None:
+            for _ in range(args.steps):
+                run().sum().backward()
+        return lambda: 1000.0 * common.timed(work, device) / args.steps
+
+    rows = []
+    for cls, ref_cls in ((LSTM, torch.nn.LSTM), (GRU, torch.nn.GRU)):
+        for bidirectional in (False, True):
+            ours = cls(hidden, hidden, batch_first=True, bidirectional=bidirectional, device=device)
+            ref = ref_cls(hidden, hidden, batch_first=True, bidirectional=bidirectional, device=device)
+            ref.load_state_dict(ours.state_dict())
+            x = torch.randn(batch, steps, hidden, device=device, requires_grad=True)
+            ways = layer_ways(ours, ref, x, lengths)
+            for run in ways.values():  # warm-up (oneDNN primitives, allocator)
+                run().sum().backward()
+            ms = common.alternate({name: timing(run) for name, run in ways.items()}, args.windows)
+            row = {"task": "layers", "layer": cls.__name__ + (" bi" if bidirectional else ""),
+                   **{name: common.summarize(v, 2) for name, v in ms.items()}}
+            row["all T / plain time"] = round(row["all T"]["median"] / row["plain"]["median"], 3)
+            row["packed / variable time"] = round(row["torch packed"]["median"] / row["variable"]["median"], 3)
+            rows.append(row)
+    details = {"batch": batch, "steps": steps, "hidden": hidden, "lengths": lengths.tolist(),
+               "padding": 1.0 - lengths.sum().item() / (batch * steps)}
+    return rows, details
+
+
 # --- main ----------------------------------------------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--task", nargs="+", choices=("tagging", "seq2seq"), default=["tagging", "seq2seq"],
-                   help="which tasks (default both)")
+    p.add_argument("--task", nargs="+", choices=("tagging", "seq2seq", "layers"),
+                   default=["tagging", "seq2seq", "layers"], help="which parts (default all three)")
+    p.add_argument("--layer-size", nargs=3, type=int, default=[32, 64, 256], metavar=("B", "T", "H"),
+                   help="batch, steps and hidden size of the layers part (default 32 64 256)")
     p.add_argument("--steps", type=int, default=40, help="training steps per timing window (default 40)")
     p.add_argument("--windows", type=int, default=3, help="alternating timing windows per setting (default 3)")
     p.add_argument("--batch-size", type=int, default=32, help="sentences per batch (default 32)")
@@ -162,13 +222,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args.data_dir_given = args.data_dir is not None
     args.data_dir = args.data_dir or str(common.DEFAULT_DATA_DIR)
     if args.quick:
-        args.steps, args.windows = 3, 1
+        args.steps, args.windows, args.layer_size = 3, 1, [4, 6, 8]
     common.setup(args.threads, args.device)
     info = common.machine_info(args.device, args.threads)
     print(f"torch {info['torch']}, {info['cpu_count']} CPUs, {args.threads} threads, device {args.device}, "
           f"{info['date']}; {args.steps} steps x {args.windows} windows per setting", flush=True)
     tmp = Path(tempfile.mkdtemp(prefix="rnnkit-padding-"))
-    halves = {"tagging": tagging_half, "seq2seq": seq2seq_half}
+    halves = {"tagging": tagging_half, "seq2seq": seq2seq_half, "layers": layers_half}
     rows: list[dict[str, Any]] = []
     details = {}
     try:
@@ -179,10 +239,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         shutil.rmtree(tmp, ignore_errors=True)
     table = [{"task": r["task"], "batching": r["batching"], "padding": r["padding"], "batches": r["batches"],
               "tok/s median": r["tokens_per_s"]["median"], "tok/s min": r["tokens_per_s"]["min"],
-              "tok/s max": r["tokens_per_s"]["max"]} for r in rows]
-    print()
-    common.print_table(table, ["task", "batching", "padding", "batches", "tok/s median", "tok/s min", "tok/s max"],
-                       title="Padded fraction of the batches and training speed in real tokens/s")
+              "tok/s max": r["tokens_per_s"]["max"]} for r in rows if r["task"] != "layers"]
+    if table:
+        print()
+        columns = ["task", "batching", "padding", "batches", "tok/s median", "tok/s min", "tok/s max"]
+        common.print_table(table, columns, title="Padded fraction of the batches and training speed in real tokens/s")
+    ways = ("plain", "all T", "variable", "torch packed")
+    layer_table = [{"layer": r["layer"], **{w: r[w]["median"] for w in ways},
+                    "all T / plain time": r["all T / plain time"],
+                    "packed / variable time": r["packed / variable time"]} for r in rows if r["task"] == "layers"]
+    if layer_table:
+        size = "B {batch}, T {steps}, H {hidden}, padding {padding:.2f}".format(**details["layers"])
+        print()
+        common.print_table(layer_table, ["layer", *ways, "all T / plain time", "packed / variable time"],
+                           title=f"One layer, forward + backward, ms per step (median), {size}")
     out = {"benchmark": "padding", "machine": info, "quick": args.quick, "rows": rows, "details": details}
     common.print_json(out)
     return out

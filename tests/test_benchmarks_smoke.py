@@ -176,3 +176,45 @@ def test_deployment_benchmark_scripts_quick(monkeypatch: pytest.MonkeyPatch,
     for r in res["results"]:
         assert r["requests"] > 0 and r["errors"] == {} and r["rss_first_mib"] > 0
     assert last_json(capsys.readouterr().out)["endpoint"] == "/v1/tag"
+
+def test_padding_layers_and_phases_quick(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """The layers part of ``padding.py`` (four ways to run a layer) and ``phases.py`` (windows per task)."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    for name in ("common", "padding", "phases"):
+        sys.modules.pop(name, None)
+    import padding
+    import phases
+
+    res = padding.main(["--quick", "--threads", "1", "--task", "layers"])
+    assert [r["layer"] for r in res["rows"]] == ["LSTM", "LSTM bi", "GRU", "GRU bi"]
+    for row in res["rows"]:
+        assert all(row[way]["median"] > 0 for way in ("plain", "all T", "variable", "torch packed"))
+        assert row["all T / plain time"] == round(row["all T"]["median"] / row["plain"]["median"], 3)
+    assert "packed / variable time" in capsys.readouterr().out
+
+    res = phases.main(["--quick", "--threads", "1"])
+    assert [r["task"] for r in res["results"]] == ["lm", "tag", "seq2seq"]
+    for r in res["results"]:
+        assert [w["step"] for w in r["windows"]] == [2, 4, 6]
+        assert r["counted"] == 2 and r["median/slowest"] >= 1.0
+    assert "median/slowest" in capsys.readouterr().out
+
+
+def test_phases_summary_flags_a_collapse_and_leaves_out_validation_windows(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    sys.modules.pop("phases", None)
+    import phases
+
+    lines = [{"step": s, "split": "train", "tokens_per_s": rate}
+             for s, rate in ((50, 100.0), (100, 7000.0), (150, 6800.0), (200, 300.0), (250, 7100.0))]
+    lines.insert(3, {"step": 150, "split": "valid", "loss": 1.0})
+    lines.append({"step": 300, "split": "train", "tokens_per_s": 7200.0})
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    rows = phases.windows(metrics)
+    assert [r["eval"] for r in rows] == [False, False, False, True, False, False]
+    assert phases.summary(rows, warmup=1) == {"counted": 4, "median": 7050.0, "slowest": 6800.0,
+                                              "median/slowest": 1.04, "flag": False}
+    rows[3]["eval"] = False  # the slow window without its validation pass: a collapse
+    assert phases.summary(rows, warmup=1)["flag"] is True

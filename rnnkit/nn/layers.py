@@ -14,6 +14,11 @@ Both engines agree with ``torch.nn`` to rounding on CPU and in float64 (tests pi
 1e-10 in float64). On GPU, float32 cuDNN kernels use TF32 by default (``torch.backends.cudnn.allow_tf32``)
 while the generic engine's matmuls do not, so there the two differ at about 1e-3.
 
+Lengths. A batch whose ``lengths`` are all T runs exactly as one without lengths. Otherwise the generic engine
+and the GPU pack the batch (cuDNN runs packed batches natively); on CPU the fused engine keeps it padded and
+calls the plain kernels (torch's packed CPU kernels are a per-step loop, about 3x slower): see
+``_run_padded``. Either way the results are torch's packed results to rounding.
+
 Extra keyword-only options (all off by default, active in ``train()``, identity in ``eval()``):
 
 * ``weight_dropout=p``: DropConnect on every ``weight_hh``: one mask per matrix per forward pass, the
@@ -247,7 +252,7 @@ class _RecurrentLayer(torch.nn.RNNBase):
                 hx = self._check_state(state, 0, input)
                 features = self.num_directions * (self.proj_size or self.hidden_size)
                 return input.new_zeros(*input.shape[:2], features), (tuple(hx) if self.mode == "LSTM" else hx[0])
-            seq = SequenceBatch(input, lengths_cpu, self.batch_first)
+            seq = SequenceBatch(input, lengths_cpu, self.batch_first, pack=self._packs(input))
         hx = [seq.sort(h) for h in self._check_state(state, seq.batch, seq.data)]  # each (L*D, B, H)
         training = self.training
         dropped = {}
@@ -269,6 +274,12 @@ class _RecurrentLayer(torch.nn.RNNBase):
             out = seq.locked_dropout(out, self.output_dropout)
         final = [seq.unsort(f) for f in final]
         return seq.restore(out), (tuple(final) if self.mode == "LSTM" else final[0])
+
+    def _packs(self, input: Tensor) -> bool:
+        """Whether variable lengths go through a packed batch: always for the generic engine and on GPU
+        (cuDNN runs packed batches natively) and for a projected LSTM (``proj_size``); on CPU the fused engine
+        otherwise keeps the padded batch and :meth:`_run_padded` handles the lengths with the plain kernels."""
+        return not self.uses_fused or input.is_cuda or self.proj_size > 0
 
     def _run_fused(
         self, data: Tensor, seq: SequenceBatch, hx: list[Tensor], dropped: dict[str, Tensor]
@@ -298,6 +309,8 @@ class _RecurrentLayer(torch.nn.RNNBase):
                 result = kernel(x, h_arg, w, *flags, False)
             return result[0], list(result[1:])
 
+        if seq.lengths is not None:
+            return self._run_padded(data, seq, hx, weights)
         if not (self.variational_dropout and self.training and self.dropout > 0 and self.num_layers > 1):
             return call(data, hx, weights, self.num_layers, float(self.dropout))
         per_layer = len(weights) // self.num_layers
@@ -310,6 +323,86 @@ class _RecurrentLayer(torch.nn.RNNBase):
             data, final = call(data, [h[layer * rows : (layer + 1) * rows] for h in hx], w, 1, 0.0)
             finals.append(final)
         return data, [torch.cat(parts) for parts in zip(*finals)]  # each (L*D, B, H)
+
+    def _run_padded(
+        self, data: Tensor, seq: SequenceBatch, hx: list[Tensor], weights: list[Tensor]
+    ) -> tuple[Tensor, list[Tensor]]:
+        """Variable lengths on a padded ``(T, B, F)`` batch with the plain (unpacked) fused kernels.
+
+        On CPU torch's packed kernels are a per-step loop, about 3x slower than the plain ones. A forward
+        direction is causal, so padding after a sequence's end cannot change its valid outputs: one plain call
+        per layer and direction, and the final ``h`` is the output at each sequence's last valid step. The
+        reverse direction runs the same way on each sequence reversed within its length (its padding stays
+        after its end), and its outputs are put back in time order. Layers run one by one (their input is
+        both directions' outputs), with the between-layer dropout applied here. The LSTM's final ``c`` is not
+        an output: see :meth:`_final_cell`.
+        """
+        kernel = _KERNELS[self.mode]
+        lengths = seq.lengths.to(data.device)  # (B,)
+        last = lengths - 1
+        steps = torch.arange(seq.steps, device=data.device)[:, None]  # (T, 1)
+        flip = torch.where(seq.valid, last - steps, steps)[..., None]  # (T, B, 1): reverse within length
+        ends = last[None, :, None].expand(1, -1, self.hidden_size)  # (1, B, H)
+
+        def flipped(t: Tensor) -> Tensor:  # its own inverse
+            return t.gather(0, flip.expand_as(t))
+        per_cell = len(weights) // (self.num_layers * self.num_directions)
+        finals: list[list[Tensor]] = [[] for _ in hx]
+        outputs: list[Tensor] = []
+        for layer in range(self.num_layers):
+            if layer and self.training and self.dropout > 0:
+                if self.variational_dropout:
+                    data = seq.locked_dropout(data, self.dropout)
+                else:
+                    data = F.dropout(data, self.dropout, True)
+            outputs = []
+            for direction in range(self.num_directions):
+                k = layer * self.num_directions + direction
+                w = weights[k * per_cell : (k + 1) * per_cell]
+                x = data if direction == 0 else flipped(data)
+                h0 = [h[k : k + 1] for h in hx]  # each (1, B, H)
+                h_arg = (h0[0], h0[1]) if self.mode == "LSTM" else h0[0]
+                y, *state = kernel(x, h_arg, w, self.bias, 1, 0.0, self.training, False, False)  # y (T, B, H)
+                finals[0].append(y.gather(0, ends))  # (1, B, H)
+                if self.mode == "LSTM":
+                    finals[1].append(self._final_cell(x, y, h0, state[1], w, seq.lengths))
+                outputs.append(y if direction == 0 else flipped(y))
+            data = outputs[0] if self.num_directions == 1 else torch.cat(outputs, -1)  # (T, B, D*H)
+        return data, [torch.cat(parts) for parts in finals]  # each (L*D, B, H)
+
+    def _final_cell(
+        self, x: Tensor, y: Tensor, h0: list[Tensor], c_end: Tensor, w: list[Tensor], lengths: Tensor
+    ) -> Tensor:
+        """The LSTM cell state after each sequence's last valid step, ``(1, B, H)``.
+
+        The kernel returns it only after step T (``c_end``), right for the sequences of length T. For the
+        shorter ones it is recomputed from the kernel's outputs: the gates at step t depend only on ``x_t`` and
+        ``h_{t-1}`` (the output at t - 1), so i, f and g come from one matrix product over the valid steps,
+        and ``c_t = f_t c_{t-1} + i_t g_t`` is an elementwise scan. The same function of the weights and
+        inputs as the packed kernel's, so the gradients are exact too; the values agree to rounding.
+        """
+        steps, hidden = x.size(0), self.hidden_size
+        short = (lengths < steps).nonzero().flatten()  # CPU: rows that end before T
+        if short.numel() == 0:
+            return c_end
+        rows = short.to(x.device)
+        span = int(lengths[short].max())
+        lens = lengths[short].to(x.device)  # (R,)
+        xs = x[:span, rows]  # (S, R, F)
+        hs = torch.cat([h0[0][:, rows], y[: span - 1, rows]])  # (S, R, H): h_{t-1}
+        valid = torch.arange(span, device=x.device)[:, None] < lens  # (S, R)
+        igf = F.linear(xs[valid], w[0][: 3 * hidden], w[2][: 3 * hidden] if self.bias else None)
+        igf = igf + F.linear(hs[valid], w[1][: 3 * hidden], w[3][: 3 * hidden] if self.bias else None)
+        gates = igf.new_zeros(span, rows.numel(), 3 * hidden).index_put((valid,), igf)  # (S, R, 3H)
+        i, f, g = gates.chunk(3, -1)  # torch's gate order: input, forget, cell (then output, unused)
+        update = torch.sigmoid(i) * torch.tanh(g)
+        f = torch.sigmoid(f)
+        c, cells = h0[1][0, rows], []  # (R, H)
+        for t in range(span):
+            c = torch.addcmul(update[t], f[t], c)
+            cells.append(c)
+        c_short = torch.stack(cells)[lens - 1, torch.arange(rows.numel(), device=x.device)]  # (R, H)
+        return c_end.index_copy(1, rows, c_short[None])
 
     def _run_generic(
         self, data: Tensor, seq: SequenceBatch, hx: list[Tensor], dropped: dict[str, Tensor]

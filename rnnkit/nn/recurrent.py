@@ -197,20 +197,30 @@ def run_unbatched(
 class SequenceBatch:
     """A right-padded batch seen as time-major data: ``(T, B, F)`` or, with lengths, packed ``(N, F)``.
 
-    Holds what is needed to go back: sort order of the packed sequences and the padded length.
+    Holds what is needed to go back: sort order of the packed sequences and the padded length. A batch whose
+    lengths are all T is never packed; with ``pack=False`` a variable-length batch stays padded ``(T, B, F)``
+    (its padding zeroed) and ``lengths`` holds its lengths, for runners that handle them themselves.
     """
 
-    def __init__(self, input: Tensor, lengths_cpu: Tensor | None, batch_first: bool) -> None:
+    def __init__(self, input: Tensor, lengths_cpu: Tensor | None, batch_first: bool, pack: bool = True) -> None:
         x = input.transpose(0, 1) if batch_first else input  # (T, B, F)
         self.steps, self.batch = x.size(0), x.size(1)
         self.batch_first = batch_first
         self._rows: Tensor | None = None
         self.packed_input = False
-        if lengths_cpu is None:
+        self.lengths: Tensor | None = None
+        if lengths_cpu is not None and bool((lengths_cpu == self.steps).all()):
+            lengths_cpu = None  # nothing is padded: the plain batch, no packing
+        if lengths_cpu is None or not pack:
             self.data = x
             self.batch_sizes: Tensor | None = None
             self.sizes = [self.batch] * self.steps
             self.sorted_indices = self.unsorted_indices = None
+            if lengths_cpu is not None:  # padded (T, B, F) kept as it is, with its lengths
+                self.lengths = lengths_cpu
+                steps = torch.arange(self.steps, device=x.device)
+                self.valid = steps[:, None] < lengths_cpu.to(x.device)  # (T, B)
+                self.data = torch.where(self.valid[..., None], x, 0)  # padding never reaches a kernel
         else:
             packed = pack_padded_sequence(x, lengths_cpu, enforce_sorted=False)
             self.data = packed.data  # (N, F)
@@ -229,6 +239,7 @@ class SequenceBatch:
         seq.batch_first = False
         seq.sorted_indices, seq.unsorted_indices = packed.sorted_indices, packed.unsorted_indices
         seq._rows = None
+        seq.lengths = None
         seq.packed_input = True
         return seq
 
@@ -260,6 +271,8 @@ class SequenceBatch:
         """Padded output ``(B, T, F)`` or ``(T, B, F)`` from time-major data; zero at padding."""
         if self.batch_sizes is None:
             out = data.reshape(self.steps, self.batch, -1)  # (T, B, F)
+            if self.lengths is not None:
+                out = torch.where(self.valid[..., None], out, 0)
         else:
             packed = PackedSequence(data, self.batch_sizes, self.sorted_indices, self.unsorted_indices)
             if self.packed_input:

@@ -291,12 +291,21 @@ def load_checkpoint(run_dir: Path, name: str, task: str) -> ck.Checkpoint:
 
 
 def setup_torch(seed: int, threads: int | None) -> None:
-    """Seed torch's generators (before any model is built) and set the CPU thread count."""
+    """Seed torch's generators (before any model is built), set the CPU thread count and flush denormal
+    floats to zero on CPU (for the rest of the process)."""
     if threads is not None:
         if threads < 1:
             raise ConfigError(f"field 'threads': must be >= 1, got {threads}")
         torch.set_num_threads(threads)
     torch.manual_seed(seed)
+    # Denormal floats (|x| < 1.2e-38 in float32) cost x86 CPUs a microcode assist per operation, so a run
+    # that starts making them can slow down many-fold: the UD EWT XPOS tagger with default settings was seen
+    # falling from ~7,000 to 200-400 tokens/s after 40-60 steps, and flushing denormals removed the slow
+    # stretches. Where they arise was not found (not in parameters, gradients, optimiser moments or any
+    # module's outputs: presumably inside the oneDNN LSTM or fused Adam kernels). Treating them as zero
+    # changes results only below 1e-38 (tests/test_denormals.py); benchmarks/phases.py watches for slow
+    # phases. A no-op where the CPU lacks the mode (torch then returns False).
+    torch.set_flush_denormal(True)
 
 
 def truncate_metrics(run_dir: Path, step: int) -> None:
