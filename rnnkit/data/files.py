@@ -10,11 +10,15 @@ Errors (all :class:`rnnkit.errors.DataError`, message on one line)::
     PATH: is a directory
     PATH: cannot read (Permission denied)
     PATH: file is empty                          (no bytes, or only whitespace)
+    PATH: UTF-16 (little-endian) text, not UTF-8; convert it: iconv -f UTF-16LE -t UTF-8 PATH > NEW
     PATH:LINE: binary file (NUL byte)
     PATH:LINE: not valid UTF-8 (byte 0xNN at column C)
 
-``C`` is the 1-based byte column inside line ``LINE``. When ``what`` names the role of the file
-(``"training text"``), the message ends with it in parentheses: ``a.txt: no such file (training text)``.
+UTF-16 and UTF-32 (either byte order) are recognised by their byte-order mark, or without one by
+the zero bytes that ASCII-range text has at fixed positions; the message names the encoding and the
+``iconv`` command that converts the file. ``C`` is the 1-based byte column inside line ``LINE``.
+When ``what`` names the role of the file (``"training text"``), the message ends with it in
+parentheses: ``a.txt: no such file (training text)``.
 
 Normalisation: a leading UTF-8 byte-order mark is dropped and Windows line ends ``\\r\\n`` become
 ``\\n`` (as Python's text mode does); nothing else is changed.
@@ -30,6 +34,20 @@ from rnnkit.errors import DataError
 __all__ = ["read_bytes", "read_lines", "read_text"]
 
 _BOM = b"\xef\xbb\xbf"
+# (byte-order mark, encoding, iconv name); UTF-32 first: its little-endian mark starts like UTF-16's
+_WIDE_BOMS = (
+    (b"\xff\xfe\x00\x00", "UTF-32 (little-endian)", "UTF-32LE"),
+    (b"\x00\x00\xfe\xff", "UTF-32 (big-endian)", "UTF-32BE"),
+    (b"\xff\xfe", "UTF-16 (little-endian)", "UTF-16LE"),
+    (b"\xfe\xff", "UTF-16 (big-endian)", "UTF-16BE"),
+)
+# Without a mark: which byte positions (mod 4) are zero in ASCII-range text of each encoding.
+_WIDE_ZEROS = (
+    ((1, 2, 3), (0,), "UTF-32 (little-endian)", "UTF-32LE"),
+    ((0, 1, 2), (3,), "UTF-32 (big-endian)", "UTF-32BE"),
+    ((1, 3), (0, 2), "UTF-16 (little-endian)", "UTF-16LE"),
+    ((0, 2), (1, 3), "UTF-16 (big-endian)", "UTF-16BE"),
+)
 
 
 def _fail(path: str | os.PathLike, detail: str, what: str, line: int | None = None) -> DataError:
@@ -43,6 +61,25 @@ def _line_col(data: bytes, offset: int) -> tuple[int, int]:
     line = data.count(b"\n", 0, offset) + 1
     col = offset - (data.rfind(b"\n", 0, offset) + 1) + 1
     return line, col
+
+
+def _wide_encoding(data: bytes) -> tuple[str, str] | None:
+    """(encoding, iconv name) when ``data`` is UTF-16 or UTF-32 text, judged by its byte-order mark or,
+    without one, by the zero bytes in its first 4 KiB, and confirmed by decoding it; None otherwise."""
+    found = next(((name, iconv) for bom, name, iconv in _WIDE_BOMS if data.startswith(bom)), None)
+    sample = data[: min(len(data), 4096) // 4 * 4]
+    if found is None and sample:
+        quarter = len(sample) // 4
+        zero = [sample[j::4].count(0) / quarter for j in range(4)]  # fraction of zero bytes at each position
+        found = next(((name, iconv) for zeros, nonzeros, name, iconv in _WIDE_ZEROS
+                      if all(zero[j] >= 0.75 for j in zeros) and all(zero[j] <= 0.1 for j in nonzeros)), None)
+    if found is None:
+        return None
+    try:
+        data.decode(found[1])  # Python knows iconv's names (UTF-16LE...)
+    except UnicodeDecodeError:
+        return None
+    return found
 
 
 def read_bytes(path: str | os.PathLike, *, what: str = "file") -> bytes:
@@ -92,6 +129,11 @@ def read_text(path: str | os.PathLike, *, what: str = "file") -> str:
     data = read_bytes(path, what=what)
     start = len(_BOM) if data.startswith(_BOM) else 0
     nul = data.find(b"\x00", start)
+    wide = _wide_encoding(data) if nul >= 0 or data[:2] in (b"\xff\xfe", b"\xfe\xff") else None
+    if wide is not None:
+        name, iconv = wide
+        raise _fail(path, f"{name} text, not UTF-8; convert it: iconv -f {iconv} -t UTF-8 {os.fspath(path)} > NEW",
+                    what)
     if nul >= 0:
         line, _ = _line_col(data, nul)
         raise _fail(path, "binary file (NUL byte)", what, line)
