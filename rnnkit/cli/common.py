@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
+import math
 import sys
 import typing
 from collections.abc import Mapping
@@ -101,6 +103,25 @@ def apply_threads(threads: int | None) -> None:
     import torch
 
     torch.set_num_threads(threads)
+
+
+def print_json(record: Mapping[str, Any]) -> None:
+    """Print ``record`` as one line of valid JSON (RFC 8259: no NaN or Infinity).
+
+    A non-finite number becomes ``null``, and a field ``<name>_note`` says what it was, e.g.
+    ``"perplexity": null, "perplexity_note": "overflow: inf (loss 800 nats)"`` when ``loss`` is there.
+    """
+    out: dict[str, Any] = {}
+    for key, value in record.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            what = "not a number" if math.isnan(value) else f"overflow: {value}"
+            loss = record.get("loss")
+            if key != "loss" and isinstance(loss, float) and math.isfinite(loss):
+                what += f" (loss {loss:g} nats)"
+            out[key], out[f"{key}_note"] = None, what
+        else:
+            out[key] = value
+    print(json.dumps(out, allow_nan=False))
 
 
 def stdin_lines() -> list[str]:

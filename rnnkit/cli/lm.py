@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
-from rnnkit.cli.common import add_config_flags, add_load_flags, apply_threads, train_or_resume
+from rnnkit.cli.common import add_config_flags, add_load_flags, apply_threads, print_json, train_or_resume
+from rnnkit.decode.sampling import check_sampling
 from rnnkit.errors import ConfigError
 from rnnkit.tasks import lm
 from rnnkit.train.distributed import is_main_process
@@ -69,9 +69,9 @@ def _load(args: argparse.Namespace) -> lm.LMRun:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    if args.length < 0 or args.num_samples < 1 or args.top_k < 0 or not 0 < args.top_p <= 1:
-        raise ConfigError("field 'length/num-samples/top-k/top-p': length >= 0, num-samples >= 1, "
-                          "top-k >= 0 and 0 < top-p <= 1")
+    if args.length < 0 or args.num_samples < 1:
+        raise ConfigError("field 'length/num-samples': length >= 0 and num-samples >= 1")
+    check_sampling(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)  # before loading
     run = _load(args)
     unknown = run.unknown_symbols(args.prompt)
     if unknown:
@@ -87,7 +87,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     run = _load(args)
     metrics = run.evaluate(args.test)
     if args.json:
-        print(json.dumps(metrics))
+        print_json(metrics)
     else:
         print(f"loss {metrics['loss']:.4f}  perplexity {metrics['perplexity']:.2f}  "
               f"bits/token {metrics['bits_per_token']:.4f}  tokens {metrics['tokens']}")

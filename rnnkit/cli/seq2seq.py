@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
-from rnnkit.cli.common import add_config_flags, add_load_flags, apply_threads, stdin_lines, train_or_resume
+from rnnkit.cli.common import add_config_flags, add_load_flags, apply_threads, print_json, stdin_lines, train_or_resume
 from rnnkit.data.files import read_lines
 from rnnkit.errors import ConfigError
 from rnnkit.tasks import seq2seq as s2s
@@ -75,7 +74,8 @@ def register(tasks: argparse._SubParsersAction) -> None:
                        "(output tokens x source tokens). Prints the image path; the translation goes to stderr.")
     p.add_argument("run", metavar="RUN", help="run folder")
     p.add_argument("sentence", help="the source sentence")
-    p.add_argument("--out", metavar="FILE", default="attention.png", help="image file (default attention.png)")
+    p.add_argument("--out", metavar="FILE", default="attention.png", help="image file (.png, .pdf, .svg...), or "
+                   "an existing folder to write attention.png into (default attention.png)")
     add_load_flags(p)
     p.set_defaults(func=cmd_attention)
 
@@ -152,7 +152,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     run = _load(args)
     m = run.evaluate(args.test, src=args.src_test, tgt=args.tgt_test, **_search(args))
     if args.json:
-        print(json.dumps(m))
+        print_json(m)
     else:
         print(f"BLEU {m['bleu']:.2f}  chrF {m['chrf']:.2f}  exact match {m['exact_match']:.4f}  "
               f"sentences {m['sentences']}")
@@ -160,10 +160,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_attention(args: argparse.Namespace) -> int:
-    from rnnkit.plot import plot_attention
+    from rnnkit.plot import image_path, plot_attention
 
+    image_path(args.out, "attention.png")  # a bad --out fails before the model is loaded
     run = _load(args)
     src, out, weights = run.attention(args.sentence)
     print(f"rnnkit: translation: {run.translate([args.sentence], beam=1)[0]}", file=sys.stderr)
-    print(plot_attention(weights.tolist(), src, out, args.out))
+    print(plot_attention(weights.numpy(), src, out, args.out))
     return 0

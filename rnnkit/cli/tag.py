@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
-from rnnkit.cli.common import add_config_flags, add_load_flags, apply_threads, stdin_lines, train_or_resume
+from rnnkit.cli.common import add_config_flags, add_load_flags, apply_threads, print_json, stdin_lines, train_or_resume
 from rnnkit.data.conll import is_conllu, read_columns, read_conllu, read_plain, write_conll, write_conllu
 from rnnkit.data.files import read_lines
 from rnnkit.errors import ConfigError, DataError
@@ -122,7 +121,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"rnnkit: warning: {m['unseen_label_tokens']} gold tokens have labels never seen in training "
               f"(counted as errors): {shown}", file=sys.stderr)
     if args.json:
-        print(json.dumps(m))
+        print_json(m)
     else:
         print(_summary(m))
     return 0

@@ -20,6 +20,7 @@ predictions. Errors are one-line :class:`DataError` messages::
 
     PATH:LINE: expected 10 tab-separated CoNLL-U columns, got 7
     PATH:LINE: token id 'x' is not a whole number, a range (3-4) or an empty node (8.1)
+    PATH:LINE: empty FORM column (CoNLL-U writes _ for no value)     (or UPOS, XPOS: the label column)
     PATH:LINE: expected 4 columns like line 1, got 3
     PATH:LINE: 2 columns, but column -3 was asked for
     PATH: no sentences found
@@ -147,6 +148,9 @@ def read_conllu(
                 f"{os.fspath(path)}:{n}: token id {token_id!r} is not a whole number,"
                 " a range (3-4) or an empty node (8.1)"
             )
+        for index, name in ((1, "FORM"), (col, column.upper())):
+            if not fields[index].strip():
+                raise DataError(f"{os.fspath(path)}:{n}: empty {name} column (CoNLL-U writes _ for no value)")
         tokens.append(fields[1])
         labels.append(fields[col])
     if tokens:

@@ -3,7 +3,8 @@
 A task's config is a frozen dataclass that inherits the training fields of :class:`TrainConfig`. The CLI
 derives its flags from the fields (``help`` and ``choices`` live in field metadata), a config file
 (TOML or YAML) may set the same fields, and flags win over the file. Unknown keys, ill-typed values and
-values outside ``choices`` raise :class:`~rnnkit.errors.ConfigError` naming the field (and the file).
+values outside ``choices`` or below ``minimum`` raise :class:`~rnnkit.errors.ConfigError` naming the field
+(and the file).
 """
 
 from __future__ import annotations
@@ -45,9 +46,9 @@ def parse_duration(value: str | float | int) -> float:
 
 
 def option(default: Any, help: str, *, choices: tuple | None = None, duration: bool = False,
-           flag: str | None = None) -> Any:
-    """A config field: default plus the CLI help text and, optionally, its allowed values."""
-    meta = {"help": help, "choices": choices, "duration": duration, "flag": flag}
+           flag: str | None = None, minimum: float | None = None) -> Any:
+    """A config field: default plus the CLI help text and, optionally, its allowed values or smallest value."""
+    meta = {"help": help, "choices": choices, "duration": duration, "flag": flag, "minimum": minimum}
     return field(default=default, metadata=meta)
 
 
@@ -71,7 +72,7 @@ class TrainConfig:
     epochs: int = option(10, "maximum number of epochs")
     max_steps: int | None = option(None, "stop after this many optimiser steps in total")
     time_budget: float | None = option(None, "stop training after this wall time, N[s|m|h]", duration=True)
-    eval_every: int = option(0, "evaluate on --valid every N steps (0 = at the end of each epoch)")
+    eval_every: int = option(0, "evaluate on --valid every N steps (0 = at the end of each epoch)", minimum=0)
     log_every: int = option(50, "write a metrics line every N steps")
     seed: int = option(1, "random seed (model init, dropout, shuffling, sampling)")
     threads: int | None = option(None, "CPU threads for torch (default: torch's choice)")
@@ -140,11 +141,14 @@ def coerce(cls: type, name: str, value: Any, source: str) -> Any:
             out = tuple(int(v) for v in value)
         else:
             raise TypeError(f"unsupported config type {base}")
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, OverflowError):  # OverflowError: int(inf) in a list
         raise ConfigError(f"{where}: expected {_type_name(base)}, got {value!r}") from None
     choices = f.metadata.get("choices")
     if choices and out not in choices:
         raise ConfigError(f"{where}: {out!r} is not one of {', '.join(map(str, choices))}")
+    minimum = f.metadata.get("minimum")
+    if minimum is not None and out < minimum:
+        raise ConfigError(f"{where}: must be >= {minimum}, got {out!r}")
     return out
 
 
