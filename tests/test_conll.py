@@ -224,3 +224,12 @@ def test_conllu_empty_token_or_label_is_an_error(tmp_path, line, column, name):
     with pytest.raises(DataError) as info:
         read_conllu(p, column)
     assert str(info.value) == f"{p}:3: empty {name} column (CoNLL-U writes _ for no value)"
+
+
+def test_gzipped_utf16_conllu_is_named_with_the_zcat_command(tmp_path):
+    p = tmp_path / "w.conllu.gz"
+    p.write_bytes(gzip.compress("1\tThe\tthe\tDET\tDT\t_\t0\troot\t_\t_\n".encode("utf-16")))
+    with pytest.raises(DataError) as info:
+        read_conllu(p)
+    assert str(info.value) == (f"{p}: UTF-16 (little-endian) text, not UTF-8; convert it: zcat {p} | iconv -f "
+                               "UTF-16LE -t UTF-8 > NEW (tagged data)")

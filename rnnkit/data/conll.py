@@ -40,7 +40,7 @@ from importlib import resources
 from pathlib import Path
 from typing import NamedTuple, TextIO
 
-from rnnkit.data.files import read_bytes, read_lines
+from rnnkit.data.files import decode_text, read_bytes, read_lines, split_lines
 from rnnkit.errors import ConfigError, DataError
 
 __all__ = [
@@ -82,20 +82,7 @@ def _lines(path: str | os.PathLike, what: str) -> list[str]:
         data = gzip.decompress(read_bytes(path, what=what))
     except (OSError, EOFError, zlib.error):
         raise DataError(f"{os.fspath(path)}: not a valid gzip file{role}") from None
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = data.count(b"\n", 0, e.start) + 1
-        raise DataError(f"{os.fspath(path)}:{line}: not valid UTF-8 (after gunzip){role}") from None
-    if "\x00" in text:
-        line = text.count("\n", 0, text.index("\x00")) + 1
-        raise DataError(f"{os.fspath(path)}:{line}: binary file (NUL byte){role}")
-    if not text.strip():
-        raise DataError(f"{os.fspath(path)}: file is empty{role}")
-    lines = text.replace("\r\n", "\n").split("\n")
-    if lines[-1] == "":
-        lines.pop()
-    return lines
+    return split_lines(decode_text(data, path, what=what))
 
 
 def _conllu_column(column: str, path: str | os.PathLike) -> int:

@@ -1,6 +1,7 @@
 """Reading user text files with one-line, file:line error messages.
 
-Every data file rnnkit reads goes through :func:`read_text` or :func:`read_lines`. They read the
+Every data file rnnkit reads goes through :func:`read_text` or :func:`read_lines` (or, for the content
+of a ``.gz`` file, :func:`decode_text`). They read the
 bytes once, check them, and decode them strictly as UTF-8; line numbers are only computed when
 something is wrong, so the common path over a large corpus is two linear scans in C.
 
@@ -31,7 +32,7 @@ from pathlib import Path
 
 from rnnkit.errors import DataError
 
-__all__ = ["read_bytes", "read_lines", "read_text"]
+__all__ = ["decode_text", "read_bytes", "read_lines", "read_text", "split_lines"]
 
 _BOM = b"\xef\xbb\xbf"
 # (byte-order mark, encoding, iconv name); UTF-32 first: its little-endian mark starts like UTF-16's
@@ -126,14 +127,31 @@ def read_text(path: str | os.PathLike, *, what: str = "file") -> str:
 
         >>> text = read_text("train.txt", what="training text")  # doctest: +SKIP
     """
-    data = read_bytes(path, what=what)
+    return decode_text(read_bytes(path, what=what), path, what=what)
+
+
+def decode_text(data: bytes, path: str | os.PathLike, *, what: str = "file") -> str:
+    """Decode the bytes of a text file (or of a ``.gz`` file's content) with :func:`read_text`'s checks.
+
+    Args:
+        data: the bytes.
+        path: the file they came from, for error messages.
+        what: the file's role, appended to error messages.
+
+    Returns:
+        The decoded text, BOM dropped and ``\\r\\n`` turned into ``\\n``.
+
+    Raises:
+        DataError: UTF-16/UTF-32, binary, not UTF-8 or empty, as listed in the module docstring.
+    """
     start = len(_BOM) if data.startswith(_BOM) else 0
     nul = data.find(b"\x00", start)
     wide = _wide_encoding(data) if nul >= 0 or data[:2] in (b"\xff\xfe", b"\xfe\xff") else None
     if wide is not None:
         name, iconv = wide
-        raise _fail(path, f"{name} text, not UTF-8; convert it: iconv -f {iconv} -t UTF-8 {os.fspath(path)} > NEW",
-                    what)
+        p = os.fspath(path)
+        convert = f"zcat {p} | iconv -f {iconv} -t UTF-8" if p.endswith(".gz") else f"iconv -f {iconv} -t UTF-8 {p}"
+        raise _fail(path, f"{name} text, not UTF-8; convert it: {convert} > NEW", what)
     if nul >= 0:
         line, _ = _line_col(data, nul)
         raise _fail(path, "binary file (NUL byte)", what, line)
@@ -167,7 +185,11 @@ def read_lines(path: str | os.PathLike, *, what: str = "file") -> list[str]:
     Raises:
         DataError: as :func:`read_text`.
     """
-    text = read_text(path, what=what)
+    return split_lines(read_text(path, what=what))
+
+
+def split_lines(text: str) -> list[str]:
+    """``text`` split on ``\\n`` as :func:`read_lines` does: a final newline adds no empty last line."""
     lines = text.split("\n")
     if lines[-1] == "":
         lines.pop()
