@@ -23,6 +23,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.backend_bases import FigureCanvasBase  # noqa: E402
 from numpy.typing import ArrayLike  # noqa: E402
 
+from rnnkit.data.files import decode_text, read_bytes, split_lines  # noqa: E402
 from rnnkit.errors import ConfigError, DataError  # noqa: E402
 
 # Attention heatmaps: 0.5 inch per token up to this many inches a side; beyond it the plot is scaled down
@@ -72,11 +73,14 @@ def _save(fig: plt.Figure, target: Path) -> Path:
 
 
 def read_metrics(path: Path) -> list[dict]:
-    """The records of a ``metrics.jsonl`` file; a malformed line is a DataError naming it."""
+    """The records of a ``metrics.jsonl`` file (none while it is empty); a line that is not a JSON object,
+    or a train/valid record whose ``step`` or ``loss`` (unless null) is not a number, is a DataError naming it."""
     if not path.is_file():
         raise DataError(f"{path}: no such metrics file; is {path.parent} an rnnkit run folder?")
+    data = read_bytes(path, what="metrics")
+    text = decode_text(data, path, what="metrics") if data.strip() else ""
     records = []
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for i, line in enumerate(split_lines(text), 1):
         if not line.strip():
             continue
         try:
@@ -85,8 +89,15 @@ def read_metrics(path: Path) -> list[dict]:
             raise DataError(f"{path}:{i}: not a JSON object") from None
         if not isinstance(rec, dict):
             raise DataError(f"{path}:{i}: not a JSON object")
+        plotted = rec.get("split") in ("train", "valid") and rec.get("loss") is not None
+        if plotted and not (_is_number(rec.get("step")) and _is_number(rec["loss"])):
+            raise DataError(f"{path}:{i}: a {rec['split']} record needs numbers for 'step' and 'loss'")
         records.append(rec)
     return records
+
+
+def _is_number(x: object) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
 def plot_curves(run_dir: str | Path, out: str | Path | None = None) -> Path:
@@ -97,7 +108,7 @@ def plot_curves(run_dir: str | Path, out: str | Path | None = None) -> Path:
     target = image_path(out, "curves.png") if out is not None else run_dir / "curves.png"
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for split, style in (("train", "-"), ("valid", "o-")):
-        pts = [(r["step"], r["loss"]) for r in records if r.get("split") == split and "loss" in r]
+        pts = [(r["step"], r["loss"]) for r in records if r.get("split") == split and r.get("loss") is not None]
         if pts:
             xs, ys = zip(*sorted(pts))
             ax.plot(xs, ys, style, label=split, markersize=3)

@@ -156,3 +156,18 @@ def test_plot_attention_of_3000_source_tokens_is_drawn_scaled(tmp_path):
 
     height, width = imread(png).shape[:2]
     assert width <= 16 * 120 and height <= 16 * 120
+
+
+@pytest.mark.parametrize("data, message", [
+    (b'{"split": "train", "loss": 1.0}\n', "{m}:1: a train record needs numbers for 'step' and 'loss'"),
+    (b'{"split": "valid", "step": 1, "loss": 2}\n{"split": "train", "step": "3", "loss": 1}\n',
+     "{m}:2: a train record needs numbers for 'step' and 'loss'"),
+    ('{"split": "train", "step": 1, "loss": 1}\n'.encode("utf-16"),
+     "{m}: UTF-16 (little-endian) text, not UTF-8; convert it: iconv -f UTF-16LE -t UTF-8 {m} > NEW (metrics)"),
+    (b"", "{m}: no loss values to plot yet"),
+])
+def test_plot_bad_metrics_file(tmp_path, capsys, data, message):
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_bytes(data)
+    code, out, err = run_cli(capsys, "plot", tmp_path)
+    assert one_line_error(code, err) == message.format(m=metrics) and out == ""

@@ -9,6 +9,7 @@ and without an example database, so CI runs the same examples every time, in a f
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from pathlib import Path
@@ -22,6 +23,7 @@ from rnnkit.data.files import read_lines, read_text
 from rnnkit.data.pairs import read_parallel, read_tsv_pairs
 from rnnkit.data.vectors import load_word_vectors
 from rnnkit.errors import RnnkitError
+from rnnkit.plot import read_metrics
 from rnnkit.tasks.lm import LMConfig
 from rnnkit.tasks.seq2seq import Seq2SeqTaskConfig
 from rnnkit.train.config import build_config, load_config_file
@@ -178,6 +180,27 @@ def test_read_parallel(folder, src, tgt, max_chars):
     result = outcome(read_parallel, s, t, max_chars=max_chars, paths=[s, t])
     if result is not None:
         check_pairs(result, max_chars)
+
+
+# --- metrics.jsonl ------------------------------------------------------------------------------------
+
+METRICS_LINE = st.fixed_dictionaries({}, optional={
+    "split": st.sampled_from(["train", "valid", "test", 3]),
+    "step": st.one_of(st.integers(-1, 10), st.floats(), st.text(max_size=2), st.none(), st.booleans()),
+    "loss": st.one_of(st.floats(), st.integers(), st.text(max_size=2), st.none()),
+}).map(lambda d: json.dumps(d))
+
+
+@FUZZ
+@given(data=st.one_of(st.lists(st.one_of(METRICS_LINE, st.sampled_from(["", "[1]", "{", "nul\x00"])), max_size=5)
+                      .map(lambda ls: "\n".join(ls).encode()), encoded(st.text(max_size=60))))
+def test_read_metrics(folder, data):
+    path = write(folder, "metrics.jsonl", data)
+    records = outcome(read_metrics, path, paths=[path])
+    for rec in records or ():
+        assert isinstance(rec, dict)
+        if rec.get("split") in ("train", "valid") and rec.get("loss") is not None:
+            assert all(isinstance(rec[k], (int, float)) and not isinstance(rec[k], bool) for k in ("step", "loss"))
 
 
 # --- config files -------------------------------------------------------------------------------------
