@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rnnkit.errors import ConfigError
+from rnnkit.errors import ConfigError, RnnkitError
 from rnnkit.tasks.lm import LMConfig
 from rnnkit.train.config import build_config, load_config_file
 
@@ -27,3 +27,22 @@ def test_minimum_allows_the_boundary_and_none():
     cfg = build_config(LMConfig, {"eval_every": 0, "max_vocab": 1})
     assert (cfg.eval_every, cfg.max_vocab) == (0, 1)
     assert build_config(LMConfig, {"max_vocab": None}).max_vocab is None
+
+
+@pytest.mark.parametrize("data, message", [
+    ('hidden = 8\n'.encode("utf-16"), "{p}: UTF-16 (little-endian) text, not UTF-8; convert it: iconv -f UTF-16LE "
+                                      "-t UTF-8 {p} > NEW (config file)"),
+    (b'level = "word"\nhidden = 8 # caf\xe9\n', "{p}:2: not valid UTF-8 (byte 0xe9 at column 17) (config file)"),
+])
+def test_config_file_encoding_errors_name_the_line(tmp_path, data, message):
+    path = tmp_path / "c.toml"
+    path.write_bytes(data)
+    with pytest.raises(RnnkitError) as info:
+        load_config_file(path)
+    assert str(info.value) == message.format(p=path)
+
+
+def test_empty_config_file_sets_nothing(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("\n", encoding="utf-8")
+    assert load_config_file(path) == {}

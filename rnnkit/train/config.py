@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from rnnkit.data.files import decode_text
 from rnnkit.errors import ConfigError
 
 C = TypeVar("C")
@@ -162,11 +163,13 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     """Read a TOML (``.toml``) or YAML (``.yaml``/``.yml``) file into a flat dict of fields."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path}: cannot read config file ({e.__class__.__name__})") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read config file ({e.strerror or e.__class__.__name__})") from None
+    # UTF-16, binary and non-UTF-8 files get data/files' one-line messages; an empty file sets nothing
+    text = decode_text(data, path, what="config file") if data.strip() else ""
     suffix = path.suffix.lower()
     try:
         if suffix == ".toml":
