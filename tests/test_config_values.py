@@ -12,6 +12,8 @@ from rnnkit.train.config import build_config, load_config_file
 @pytest.mark.parametrize("text, message", [
     ("cutoffs = [inf]\n", "field 'cutoffs': expected a list of integers, got [inf]"),
     ("cutoffs = [2, -inf]\n", "field 'cutoffs': expected a list of integers, got [2, -inf]"),
+    ("cutoffs = [2, 3.5]\n", "field 'cutoffs': expected a list of integers, got [2, 3.5]"),
+    ("cutoffs = [true]\n", "field 'cutoffs': expected a list of integers, got [True]"),
     ("eval_every = -1\n", "field 'eval_every': must be >= 0, got -1"),
     ("max_vocab = 0\n", "field 'max_vocab': must be >= 1, got 0"),
 ])

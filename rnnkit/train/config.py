@@ -121,9 +121,7 @@ def coerce(cls: type, name: str, value: Any, source: str) -> Any:
             else:
                 raise ValueError
         elif base is int:
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                raise ValueError
-            out = int(value)
+            out = _to_int(value)
         elif base is float:
             if isinstance(value, bool):
                 raise ValueError
@@ -139,10 +137,10 @@ def coerce(cls: type, name: str, value: Any, source: str) -> Any:
                 value = [v for v in re.split(r"[,\s]+", value.strip()) if v]
             if not isinstance(value, (list, tuple)):
                 raise ValueError
-            out = tuple(int(v) for v in value)
+            out = tuple(_to_int(v) for v in value)
         else:
             raise TypeError(f"unsupported config type {base}")
-    except (ValueError, TypeError, OverflowError):  # OverflowError: int(inf) in a list
+    except (ValueError, TypeError):
         raise ConfigError(f"{where}: expected {_type_name(base)}, got {value!r}") from None
     choices = f.metadata.get("choices")
     if choices and out not in choices:
@@ -151,6 +149,14 @@ def coerce(cls: type, name: str, value: Any, source: str) -> Any:
     if minimum is not None and out < minimum:
         raise ConfigError(f"{where}: must be >= {minimum}, got {out!r}")
     return out
+
+
+def _to_int(value: Any) -> int:
+    """``int(value)`` for integers, integral floats and numeric strings; ValueError for anything else
+    (a bool, 1.5, inf, nan)."""
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        raise ValueError(value)
+    return int(value)
 
 
 def _type_name(tp: Any) -> str:
