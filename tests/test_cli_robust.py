@@ -171,3 +171,21 @@ def test_plot_bad_metrics_file(tmp_path, capsys, data, message):
     metrics.write_bytes(data)
     code, out, err = run_cli(capsys, "plot", tmp_path)
     assert one_line_error(code, err) == message.format(m=metrics) and out == ""
+
+
+def test_tag_overwrite_with_nan_word_vectors_keeps_the_old_run(tmp_path, capsys):
+    from tests.test_tag_task import pos_sentences, write_conllu
+
+    train = tmp_path / "train.conllu"
+    write_conllu(train, pos_sentences(20, 1))
+    run = tmp_path / "run"
+    tiny = ["--train", train, "--out", run, "--emb", "4", "--char-emb", "4", "--char-hidden", "4", "--hidden", "4",
+            "--layers", "1", "--batch-size", "8", "--threads", "1", "--no-progress", "--time-budget", "none"]
+    assert run_cli(capsys, "tag", "train", *tiny, "--max-steps", "1")[0] == 0
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    words = sorted({w for s, _ in pos_sentences(20, 1) for w in s})
+    vectors = tmp_path / "vec.txt"
+    vectors.write_text(f"{words[0]} 0.1 0.2 0.3 0.4\n{words[1]} 0.5 nan 0.7 0.8\n", encoding="utf-8")
+    code, _, err = run_cli(capsys, "tag", "train", *tiny, "--max-steps", "1", "--overwrite", "--word-vectors", vectors)
+    assert one_line_error(code, err) == f"{vectors}:2: 'nan' is not a finite number (word vectors)"
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
