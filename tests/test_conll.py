@@ -210,3 +210,26 @@ def test_bundled_ud_ewt():
     dev = read_conllu(paths["dev"])  # gzip read transparently; counts as in SOURCE.md
     assert len(dev) == 2001 and sum(len(s.tokens) for s in dev) == 25147
     assert len({lab for s in dev for lab in s.labels}) == 17
+
+
+@pytest.mark.parametrize("line, column, name", [
+    ("1\t\tthe\tDET\tDT\t_\t0\troot\t_\t_", "upos", "FORM"),
+    ("1\t \tthe\tDET\tDT\t_\t0\troot\t_\t_", "upos", "FORM"),
+    ("1\tThe\tthe\t\tDT\t_\t0\troot\t_\t_", "upos", "UPOS"),
+    ("1\tThe\tthe\tDET\t\t_\t0\troot\t_\t_", "xpos", "XPOS"),
+])
+def test_conllu_empty_token_or_label_is_an_error(tmp_path, line, column, name):
+    p = tmp_path / "e.conllu"
+    p.write_text(f"1\tA\ta\tDET\tDT\t_\t0\troot\t_\t_\n\n{line}\n", encoding="utf-8")
+    with pytest.raises(DataError) as info:
+        read_conllu(p, column)
+    assert str(info.value) == f"{p}:3: empty {name} column (CoNLL-U writes _ for no value)"
+
+
+def test_gzipped_utf16_conllu_is_named_with_the_zcat_command(tmp_path):
+    p = tmp_path / "w.conllu.gz"
+    p.write_bytes(gzip.compress("1\tThe\tthe\tDET\tDT\t_\t0\troot\t_\t_\n".encode("utf-16")))
+    with pytest.raises(DataError) as info:
+        read_conllu(p)
+    assert str(info.value) == (f"{p}: UTF-16 (little-endian) text, not UTF-8; convert it: zcat {p} | iconv -f "
+                               "UTF-16LE -t UTF-8 > NEW (tagged data)")

@@ -87,3 +87,30 @@ def test_truncated_multibyte_at_end(tmp_path):
     p = tmp_path / "trunc.txt"
     p.write_bytes(b"abc\nxy\xe2\x82")
     assert _err(read_text, p) == f"{p}:2: not valid UTF-8 (byte 0xe2 at column 3)"
+
+
+@pytest.mark.parametrize("codec, name, iconv", [
+    ("utf-16", "UTF-16 (little-endian)", "UTF-16LE"),  # Python writes a little-endian BOM
+    ("utf-16-le", "UTF-16 (little-endian)", "UTF-16LE"),
+    ("utf-16-be", "UTF-16 (big-endian)", "UTF-16BE"),
+    ("utf-32", "UTF-32 (little-endian)", "UTF-32LE"),
+    ("utf-32-be", "UTF-32 (big-endian)", "UTF-32BE"),
+])
+def test_utf16_and_utf32_are_named_not_binary(tmp_path, codec, name, iconv):
+    p = tmp_path / "wide.txt"
+    p.write_bytes("The cat sat.\nLe chat \u00e9tait assis.\n".encode(codec))
+    assert _err(read_text, p, what="training text") == (
+        f"{p}: {name} text, not UTF-8; convert it: iconv -f {iconv} -t UTF-8 {p} > NEW (training text)")
+
+
+def test_utf16_bom_without_zero_bytes(tmp_path):
+    p = tmp_path / "cjk.txt"
+    p.write_bytes("\u732b\u304c\u5ea7\u3063\u305f".encode("utf-16"))  # no byte of the text is zero
+    assert _err(read_lines, p) == f"{p}: UTF-16 (little-endian) text, not UTF-8; convert it: " \
+        f"iconv -f UTF-16LE -t UTF-8 {p} > NEW"
+
+
+def test_binary_with_zero_pattern_that_does_not_decode_stays_binary(tmp_path):
+    p = tmp_path / "odd.dat"
+    p.write_bytes(b"a\x00b\x00\x00\xd8c\x00")  # UTF-16LE zero pattern, but an unpaired surrogate
+    assert _err(read_text, p) == f"{p}:1: binary file (NUL byte)"

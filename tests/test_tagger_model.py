@@ -8,9 +8,10 @@ import random
 import pytest
 import torch
 
+from rnnkit.data.vectors import load_word_vectors
 from rnnkit.data.vocab import Vocab
 from rnnkit.errors import DataError
-from rnnkit.models.tagger import Tagger, TaggerBatch, TaggerConfig, collate_tagged, load_word_vectors
+from rnnkit.models.tagger import Tagger, TaggerBatch, TaggerConfig, collate_tagged
 from rnnkit.nn.crf import bio_constraints
 
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import sys
 import typing
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -111,8 +113,12 @@ def train_command(task: Any, args: argparse.Namespace) -> Any:
 
 
 def print_result(metrics: dict[str, Any], as_json: bool, text: str) -> int:
-    """An evaluation result on stdout: one JSON line (``--json``) or ``text``; the command's exit status."""
-    print(json.dumps(metrics) if as_json else text)
+    """An evaluation result on stdout: one JSON line (``--json``, see :func:`print_json`) or ``text``; the
+    command's exit status."""
+    if as_json:
+        print_json(metrics)
+    else:
+        print(text)
     return 0
 
 
@@ -154,6 +160,25 @@ def apply_threads(threads: int | None) -> None:
     import torch
 
     torch.set_num_threads(threads)
+
+
+def print_json(record: Mapping[str, Any]) -> None:
+    """Print ``record`` as one line of valid JSON (RFC 8259: no NaN or Infinity).
+
+    A non-finite number becomes ``null``, and a field ``<name>_note`` says what it was, e.g.
+    ``"perplexity": null, "perplexity_note": "overflow: inf (loss 800 nats)"`` when ``loss`` is there.
+    """
+    out: dict[str, Any] = {}
+    for key, value in record.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            what = "not a number" if math.isnan(value) else f"overflow: {value}"
+            loss = record.get("loss")
+            if key != "loss" and isinstance(loss, float) and math.isfinite(loss):
+                what += f" (loss {loss:g} nats)"
+            out[key], out[f"{key}_note"] = None, what
+        else:
+            out[key] = value
+    print(json.dumps(out, allow_nan=False))
 
 
 def stdin_lines() -> list[str]:

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from rnnkit.cli import common
+from rnnkit.decode.sampling import check_sampling
 from rnnkit.errors import ConfigError
 from rnnkit.tasks import lm
 
@@ -48,9 +49,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    if args.length < 0 or args.num_samples < 1 or args.top_k < 0 or not 0 < args.top_p <= 1:
-        raise ConfigError("field 'length/num-samples/top-k/top-p': length >= 0, num-samples >= 1, "
-                          "top-k >= 0 and 0 < top-p <= 1")
+    if args.length < 0 or args.num_samples < 1:
+        raise ConfigError("field 'length/num-samples': length >= 0 and num-samples >= 1")
+    check_sampling(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)  # before loading
     run = common.load_run(lm, args)
     unknown = run.unknown_symbols(args.prompt)
     if unknown:

@@ -59,7 +59,8 @@ def register(tasks: argparse._SubParsersAction) -> None:
                                "heatmap (output tokens x source tokens). Prints the image path; the translation goes "
                                "to stderr.")
     p.add_argument("sentence", help="the source sentence")
-    p.add_argument("--out", metavar="FILE", default="attention.png", help="image file (default attention.png)")
+    p.add_argument("--out", metavar="FILE", default="attention.png", help="image file (.png, .pdf, .svg...), or "
+                   "an existing folder to write attention.png into")
 
 
 def _add_search_flags(p: argparse.ArgumentParser) -> None:
@@ -133,10 +134,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_attention(args: argparse.Namespace) -> int:
-    from rnnkit.plot import plot_attention
+    from rnnkit.plot import image_path, plot_attention
 
+    image_path(args.out, "attention.png")  # a bad --out fails before the model is loaded
     run = common.load_run(s2s, args)
     src, out, weights = run.attention(args.sentence)
     print(f"rnnkit: translation: {run.translate([args.sentence], beam=1)[0]}", file=sys.stderr)
-    print(plot_attention(weights.tolist(), src, out, args.out))
+    print(plot_attention(weights.numpy(), src, out, args.out))
     return 0

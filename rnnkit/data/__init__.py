@@ -3,7 +3,7 @@
 Modules: :mod:`~rnnkit.data.files` (read text with file:line errors), :mod:`~rnnkit.data.vocab`
 (:class:`Vocab`), :mod:`~rnnkit.data.tokenize` (char, word and BPE subword tokenizers),
 :mod:`~rnnkit.data.batching` (padding, length-bucketed batches), :mod:`~rnnkit.data.lm`
-(contiguous streams and truncated-BPTT windows).
+(contiguous streams and truncated-BPTT windows), :mod:`~rnnkit.data.vectors` (pre-trained word vectors).
 """
 
 from rnnkit.data.batching import length_batches, pad_batch, padding_fraction, restore_order

@@ -20,6 +20,7 @@ predictions. Errors are one-line :class:`DataError` messages::
 
     PATH:LINE: expected 10 tab-separated CoNLL-U columns, got 7
     PATH:LINE: token id 'x' is not a whole number, a range (3-4) or an empty node (8.1)
+    PATH:LINE: empty FORM column (CoNLL-U writes _ for no value)     (or UPOS, XPOS: the label column)
     PATH:LINE: expected 4 columns like line 1, got 3
     PATH:LINE: 2 columns, but column -3 was asked for
     PATH: no sentences found
@@ -39,7 +40,7 @@ from importlib import resources
 from pathlib import Path
 from typing import NamedTuple, TextIO
 
-from rnnkit.data.files import read_bytes, read_lines
+from rnnkit.data.files import decode_text, read_bytes, read_lines, split_lines
 from rnnkit.errors import ConfigError, DataError
 
 __all__ = [
@@ -81,20 +82,7 @@ def _lines(path: str | os.PathLike, what: str) -> list[str]:
         data = gzip.decompress(read_bytes(path, what=what))
     except (OSError, EOFError, zlib.error):
         raise DataError(f"{os.fspath(path)}: not a valid gzip file{role}") from None
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = data.count(b"\n", 0, e.start) + 1
-        raise DataError(f"{os.fspath(path)}:{line}: not valid UTF-8 (after gunzip){role}") from None
-    if "\x00" in text:
-        line = text.count("\n", 0, text.index("\x00")) + 1
-        raise DataError(f"{os.fspath(path)}:{line}: binary file (NUL byte){role}")
-    if not text.strip():
-        raise DataError(f"{os.fspath(path)}: file is empty{role}")
-    lines = text.replace("\r\n", "\n").split("\n")
-    if lines[-1] == "":
-        lines.pop()
-    return lines
+    return split_lines(decode_text(data, path, what=what))
 
 
 def _conllu_column(column: str, path: str | os.PathLike) -> int:
@@ -147,6 +135,9 @@ def read_conllu(
                 f"{os.fspath(path)}:{n}: token id {token_id!r} is not a whole number,"
                 " a range (3-4) or an empty node (8.1)"
             )
+        for index, name in ((1, "FORM"), (col, column.upper())):
+            if not fields[index].strip():
+                raise DataError(f"{os.fspath(path)}:{n}: empty {name} column (CoNLL-U writes _ for no value)")
         tokens.append(fields[1])
         labels.append(fields[col])
     if tokens:

@@ -1,8 +1,9 @@
 """Reading user text files with one-line, file:line error messages.
 
-Every data file rnnkit reads goes through :func:`read_text` or :func:`read_lines`. They read the
-bytes once, check them, and decode them strictly as UTF-8 (or the ``encoding`` asked for); line
-numbers are only computed when something is wrong, so the common path over a large corpus is two linear scans in C.
+Every data file rnnkit reads goes through :func:`read_text` or :func:`read_lines` (or, for the content
+of a ``.gz`` file, :func:`decode_text`). They read the bytes once, check them, and decode them strictly
+as UTF-8 (or the ``encoding`` asked for); line numbers are only computed when something is wrong, so the
+common path over a large corpus is two linear scans in C.
 
 Errors (all :class:`rnnkit.errors.DataError`, message on one line)::
 
@@ -10,11 +11,15 @@ Errors (all :class:`rnnkit.errors.DataError`, message on one line)::
     PATH: is a directory
     PATH: cannot read (Permission denied)
     PATH: file is empty                          (no bytes, or only whitespace)
+    PATH: UTF-16 (little-endian) text, not UTF-8; convert it: iconv -f UTF-16LE -t UTF-8 PATH > NEW
     PATH:LINE: binary file (NUL byte)
     PATH:LINE: not valid UTF-8 (byte 0xNN at column C)     (EncodingError; another encoding is named so)
 
-``C`` is the 1-based byte column inside line ``LINE``. When ``what`` names the role of the file
-(``"training text"``), the message ends with it in parentheses: ``a.txt: no such file (training text)``.
+UTF-16 and UTF-32 (either byte order) are recognised by their byte-order mark, or without one by
+the zero bytes that ASCII-range text has at fixed positions; the message names the encoding and the
+``iconv`` command that converts the file. ``C`` is the 1-based byte column inside line ``LINE``.
+When ``what`` names the role of the file (``"training text"``), the message ends with it in
+parentheses: ``a.txt: no such file (training text)``.
 
 Normalisation: a leading UTF-8 byte-order mark is dropped and Windows line ends ``\\r\\n`` become
 ``\\n`` (as Python's text mode does); nothing else is changed.
@@ -28,9 +33,23 @@ from pathlib import Path
 
 from rnnkit.errors import ConfigError, DataError, EncodingError
 
-__all__ = ["read_bytes", "read_lines", "read_text"]
+__all__ = ["decode_text", "read_bytes", "read_lines", "read_text", "split_lines"]
 
 _BOM = b"\xef\xbb\xbf"
+# (byte-order mark, encoding, iconv name); UTF-32 first: its little-endian mark starts like UTF-16's
+_WIDE_BOMS = (
+    (b"\xff\xfe\x00\x00", "UTF-32 (little-endian)", "UTF-32LE"),
+    (b"\x00\x00\xfe\xff", "UTF-32 (big-endian)", "UTF-32BE"),
+    (b"\xff\xfe", "UTF-16 (little-endian)", "UTF-16LE"),
+    (b"\xfe\xff", "UTF-16 (big-endian)", "UTF-16BE"),
+)
+# Without a mark: which byte positions (mod 4) are zero in ASCII-range text of each encoding.
+_WIDE_ZEROS = (
+    ((1, 2, 3), (0,), "UTF-32 (little-endian)", "UTF-32LE"),
+    ((0, 1, 2), (3,), "UTF-32 (big-endian)", "UTF-32BE"),
+    ((1, 3), (0, 2), "UTF-16 (little-endian)", "UTF-16LE"),
+    ((0, 2), (1, 3), "UTF-16 (big-endian)", "UTF-16BE"),
+)
 
 
 def _fail(path: str | os.PathLike, detail: str, what: str, line: int | None = None) -> DataError:
@@ -44,6 +63,25 @@ def _line_col(data: bytes, offset: int) -> tuple[int, int]:
     line = data.count(b"\n", 0, offset) + 1
     col = offset - (data.rfind(b"\n", 0, offset) + 1) + 1
     return line, col
+
+
+def _wide_encoding(data: bytes) -> tuple[str, str] | None:
+    """(encoding, iconv name) when ``data`` is UTF-16 or UTF-32 text, judged by its byte-order mark or,
+    without one, by the zero bytes in its first 4 KiB, and confirmed by decoding it; None otherwise."""
+    found = next(((name, iconv) for bom, name, iconv in _WIDE_BOMS if data.startswith(bom)), None)
+    sample = data[: min(len(data), 4096) // 4 * 4]
+    if found is None and sample:
+        quarter = len(sample) // 4
+        zero = [sample[j::4].count(0) / quarter for j in range(4)]  # fraction of zero bytes at each position
+        found = next(((name, iconv) for zeros, nonzeros, name, iconv in _WIDE_ZEROS
+                      if all(zero[j] >= 0.75 for j in zeros) and all(zero[j] <= 0.1 for j in nonzeros)), None)
+    if found is None:
+        return None
+    try:
+        data.decode(found[1])  # Python knows iconv's names (UTF-16LE...)
+    except UnicodeDecodeError:
+        return None
+    return found
 
 
 def read_bytes(path: str | os.PathLike, *, what: str = "file") -> bytes:
@@ -98,10 +136,38 @@ def read_text(path: str | os.PathLike, *, what: str = "file", encoding: str = "u
         codec = codecs.lookup(encoding).name
     except LookupError:
         raise ConfigError(f"encoding: unknown text encoding {encoding!r}") from None
-    data = read_bytes(path, what=what)
+    return decode_text(read_bytes(path, what=what), path, what=what, encoding=codec)
+
+
+def decode_text(data: bytes, path: str | os.PathLike, *, what: str = "file", encoding: str = "utf-8") -> str:
+    """Decode the bytes of a text file (or of a ``.gz`` file's content) with :func:`read_text`'s checks.
+
+    Args:
+        data: the bytes.
+        path: the file they came from, for error messages.
+        what: the file's role, appended to error messages.
+        encoding: a Python codec name (checked by the caller); UTF-16/UTF-32 data is named as such only
+            when UTF-8 was expected.
+
+    Returns:
+        The decoded text, BOM dropped and ``\\r\\n`` turned into ``\\n``.
+
+    Raises:
+        DataError: UTF-16/UTF-32, binary, undecodable (:class:`~rnnkit.errors.EncodingError`) or empty, as
+            listed in the module docstring.
+    """
+    codec = codecs.lookup(encoding).name
     start = len(_BOM) if codec == "utf-8" and data.startswith(_BOM) else 0
     ascii_compatible = "\n\x00".encode(codec) == b"\n\x00"  # not UTF-16/32: bytes give lines and NULs
     nul = data.find(b"\x00", start) if ascii_compatible else -1
+    if codec == "utf-8":
+        wide = _wide_encoding(data) if nul >= 0 or data[:2] in (b"\xff\xfe", b"\xfe\xff") else None
+        if wide is not None:
+            name, iconv = wide
+            p = os.fspath(path)
+            convert = (f"zcat {p} | iconv -f {iconv} -t UTF-8" if p.endswith(".gz")
+                       else f"iconv -f {iconv} -t UTF-8 {p}")
+            raise _fail(path, f"{name} text, not UTF-8; convert it: {convert} > NEW", what)
     if nul >= 0:
         raise _fail(path, "binary file (NUL byte)", what, _line_col(data, nul)[0])
     try:
@@ -143,7 +209,11 @@ def read_lines(path: str | os.PathLike, *, what: str = "file", encoding: str = "
     Raises:
         DataError: as :func:`read_text`.
     """
-    text = read_text(path, what=what, encoding=encoding)
+    return split_lines(read_text(path, what=what, encoding=encoding))
+
+
+def split_lines(text: str) -> list[str]:
+    """``text`` split on ``\\n`` as :func:`read_lines` does: a final newline adds no empty last line."""
     lines = text.split("\n")
     if lines[-1] == "":
         lines.pop()

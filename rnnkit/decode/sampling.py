@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
+from rnnkit.errors import ConfigError
 from rnnkit.models.lm import LanguageModel
+
+
+def check_sampling(*, temperature: float, top_k: int, top_p: float) -> None:
+    """Reject sampling settings that would sample nonsense or crash: ConfigError naming the field.
+
+    ``temperature`` must be finite and >= 0 (0 = greedy), ``top_k`` >= 0 (0 = off), ``top_p`` in (0, 1].
+    """
+    if not (math.isfinite(temperature) and temperature >= 0):
+        raise ConfigError(f"field 'temperature': must be a finite number >= 0 (0 = greedy), got {temperature}")
+    if isinstance(top_k, bool) or int(top_k) != top_k or top_k < 0:
+        raise ConfigError(f"field 'top_k': must be an integer >= 0 (0 = off), got {top_k}")
+    if not 0 < top_p <= 1:  # also rejects nan
+        raise ConfigError(f"field 'top_p': must be in (0, 1] (1 = off), got {top_p}")
 
 
 def filter_logits(logits: Tensor, *, top_k: int = 0, top_p: float = 1.0) -> Tensor:
@@ -43,7 +58,9 @@ def generate(model: LanguageModel, prompt: Sequence[int], length: int, *, temper
 
     The prompt is read once; then every generated token is fed back for one recurrent step, so the
     recurrent stack runs ``len(prompt) + length`` steps in all. Returns the generated ids only.
+    Sampling settings are checked first by :func:`check_sampling`.
     """
+    check_sampling(temperature=temperature, top_k=top_k, top_p=top_p)
     if len(prompt) < 1:
         raise ValueError("generation needs a prompt of at least one token")
     if length < 0:

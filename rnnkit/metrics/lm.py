@@ -67,7 +67,8 @@ def lm_summary(total_nll: float, tokens: int) -> dict[str, float | int]:
 
     Returns:
         ``{"loss": mean NLL in nats, "perplexity": exp(loss), "bits_per_token": loss / ln 2,
-        "tokens": tokens}``.
+        "tokens": tokens}``; ``perplexity`` is ``inf`` when ``exp`` overflows (the CLI's ``--json`` prints
+        it as ``null`` with a ``perplexity_note``, see :func:`rnnkit.cli.common.print_json`).
 
     Raises:
         ValueError: ``tokens`` is not a positive integer or ``total_nll`` is negative.

@@ -22,7 +22,6 @@ direction, H sentence hidden size per direction, K tags. Batches are right-padde
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any, ClassVar
@@ -32,14 +31,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnkit.data.batching import pad_batch
-from rnnkit.data.files import read_lines
-from rnnkit.data.vocab import Vocab
-from rnnkit.errors import DataError
 from rnnkit.models.chars import WordCharInput, check_input_fields
 from rnnkit.nn.crf import CRF
 from rnnkit.nn.registry import recurrent_layer, resolve_cell
 
-__all__ = ["Tagger", "TaggerBatch", "TaggerConfig", "collate_tagged", "load_word_vectors"]
+__all__ = ["Tagger", "TaggerBatch", "TaggerConfig", "collate_tagged"]
 
 
 @dataclass(frozen=True)
@@ -192,83 +188,6 @@ def collate_tagged(
     return batch
 
 
-def load_word_vectors(
-    path: str | os.PathLike, vocab: Vocab | Sequence[str], *, what: str = "word vectors"
-) -> tuple[Tensor, Tensor]:
-    """Read pre-trained vectors in word2vec or GloVe text format for the given words.
-
-    Each line is ``word v_1 ... v_D`` (whitespace-separated); a first line of exactly two integers
-    (``count D``) is a word2vec header. Every line must have ``D`` numbers. A word missing from the
-    file takes the vector of its lowercase form if that is there (GloVe is lowercased); the first
-    occurrence of a duplicated word wins.
-
-    Args:
-        path: the text file.
-        vocab: the word vocabulary (a :class:`~rnnkit.data.vocab.Vocab`, or its symbols in id order).
-        what: the file's role, appended to error messages.
-
-    Returns:
-        ``(vectors (V, D) float32, found (V,) bool)``: rows of words without a vector are zero.
-
-    Raises:
-        DataError: ``PATH:LINE: expected D numbers after the word, got N`` or ``... is not a number``,
-            plus those of :func:`rnnkit.data.files.read_lines`.
-    """
-    words = vocab.itos if isinstance(vocab, Vocab) else list(vocab)
-    lines = read_lines(path, what=what)
-    where = os.fspath(path)
-    first = lines[0].split()
-    start, dim = 0, None
-    if len(first) == 2 and all(x.isdigit() for x in first):
-        start, dim = 1, int(first[1])
-    wanted: dict[str, list[int]] = {}
-    for i, w in enumerate(words):
-        wanted.setdefault(w, []).append(i)
-    lower: dict[str, list[int]] = {}
-    for i, w in enumerate(words):
-        if w.lower() != w:
-            lower.setdefault(w.lower(), []).append(i)
-    exact: dict[int, tuple[int, list[str]]] = {}  # word id -> (line number, number fields)
-    folded: dict[int, tuple[int, list[str]]] = {}
-    for n, line in enumerate(lines[start:], start=start + 1):
-        parts = line.split()
-        if not parts:
-            continue
-        if dim is None:
-            dim = len(parts) - 1
-            if dim < 1:
-                raise DataError(f"{where}:{n}: expected a word followed by numbers, got one field ({what})")
-        if len(parts) != dim + 1:
-            raise DataError(f"{where}:{n}: expected {dim} numbers after the word, got {len(parts) - 1} ({what})")
-        for ids, store in ((wanted.get(parts[0]), exact), (lower.get(parts[0]), folded)):
-            for i in ids or ():
-                store.setdefault(i, (n, parts[1:]))
-    if dim is None:
-        raise DataError(f"{where}: no vectors found ({what})")
-    vectors = torch.zeros(len(words), dim)
-    found = torch.zeros(len(words), dtype=torch.bool)
-    for i in range(len(words)):
-        source = exact.get(i, folded.get(i))
-        if source is None:
-            continue
-        n, values = source
-        try:
-            vectors[i] = torch.tensor([float(v) for v in values])
-        except ValueError:
-            bad = next(v for v in values if not _is_float(v))
-            raise DataError(f"{where}:{n}: {bad!r} is not a number ({what})") from None
-        found[i] = True
-    return vectors, found
-
-
-def _is_float(s: str) -> bool:
-    try:
-        float(s)
-    except ValueError:
-        return False
-    return True
-
-
 class Tagger(WordCharInput):
     """BiLSTM (+ char BiLSTM) tagger with a softmax or CRF head (equations in the module docstring); both
     encoders take any registered cell (``config.cell``, ``config.char_cell``), LSTM by default.
@@ -311,7 +230,7 @@ class Tagger(WordCharInput):
 
     @torch.no_grad()
     def set_word_vectors(self, vectors: Tensor, found: Tensor | None = None) -> int:
-        """Copy pre-trained vectors (from :func:`load_word_vectors`) into the word embedding.
+        """Copy pre-trained vectors (from :func:`rnnkit.data.vectors.load_word_vectors`) into the word embedding.
 
         Only rows with ``found`` True are copied (all rows if None); the padding row stays zero.
 

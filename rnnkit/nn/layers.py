@@ -34,6 +34,8 @@ Extra keyword-only options (all off by default, active in ``train()``, identity 
 
 Random draws in a training forward come in this order: weight-dropout masks (``weight_hh_l0``,
 ``weight_hh_l0_reverse``, ``weight_hh_l1``, ...), the input mask, between-layer masks, the output mask.
+The between-layer masks of a variable-length batch are drawn on the padded batch by the fused engine on
+CPU and on the packed (length-sorted) batch elsewhere: the same distribution, not the same draws.
 """
 
 from __future__ import annotations

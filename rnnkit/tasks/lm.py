@@ -48,7 +48,7 @@ class LMConfig(TrainConfig):
     level: str = option("char", "tokens: characters, whitespace words (<eos> at line ends) or BPE subwords",
                         choices=("char", "word", "subword"))
     min_count: int = option(1, "word level: rarer words become <unk>")
-    max_vocab: int | None = option(None, "word level: keep at most this many words")
+    max_vocab: int | None = option(None, "word level: keep at most this many words", minimum=1)
     subword_vocab: int = option(8000, "subword level: BPE vocabulary size")
     model: str = option("lstm", f"recurrent cell: {describe_cells()}", check=resolve_cell)
     layers: int = option(2, "stacked recurrent layers")

@@ -34,10 +34,11 @@ import torch
 
 from rnnkit.data.batching import length_batches, restore_order
 from rnnkit.data.conll import CONLLU_COLUMNS, Sentence, bundled_ud_ewt, read_tagged
+from rnnkit.data.vectors import load_word_vectors
 from rnnkit.data.vocab import Vocab
 from rnnkit.errors import ConfigError, DataError
 from rnnkit.metrics.tagging import detect_scheme, span_scores, tagging_report
-from rnnkit.models.tagger import Tagger, TaggerBatch, TaggerConfig, collate_tagged, load_word_vectors
+from rnnkit.models.tagger import Tagger, TaggerBatch, TaggerConfig, collate_tagged
 from rnnkit.nn.crf import bio_constraints
 from rnnkit.nn.registry import describe_cells, resolve_cell
 from rnnkit.train.config import TrainConfig, option, task_default

@@ -3,7 +3,8 @@
 A task's config is a frozen dataclass that inherits the training fields of :class:`TrainConfig`. The CLI
 derives its flags from the fields (``help`` and ``choices`` live in field metadata), a config file
 (TOML or YAML) may set the same fields, and flags win over the file. Unknown keys, ill-typed values and
-values outside ``choices`` raise :class:`~rnnkit.errors.ConfigError` naming the field (and the file).
+values outside ``choices`` or below ``minimum`` raise :class:`~rnnkit.errors.ConfigError` naming the field
+(and the file).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from rnnkit.data.files import decode_text
 from rnnkit.errors import ConfigError
 
 C = TypeVar("C")
@@ -44,10 +46,12 @@ def parse_duration(value: str | float | int) -> float:
 
 
 def option(default: Any, help: str, *, choices: tuple | None = None, duration: bool = False,
-           flag: str | None = None, check: Callable[[Any], Any] | None = None) -> Any:
-    """A config field: default plus the CLI help text and, optionally, its allowed values or a ``check``
-    that raises ValueError for a bad value (the message follows ``field 'name':``)."""
-    meta = {"help": help, "choices": choices, "duration": duration, "flag": flag, "check": check}
+           flag: str | None = None, check: Callable[[Any], Any] | None = None,
+           minimum: float | None = None) -> Any:
+    """A config field: default plus the CLI help text and, optionally, its allowed values, its smallest
+    value, or a ``check`` that raises ValueError for a bad value (the message follows ``field 'name':``)."""
+    meta = {"help": help, "choices": choices, "duration": duration, "flag": flag, "check": check,
+            "minimum": minimum}
     return field(default=default, metadata=meta)
 
 
@@ -72,7 +76,7 @@ class TrainConfig:
     epochs: int = option(10, "maximum number of epochs")
     max_steps: int | None = option(None, "stop after this many optimiser steps in total")
     time_budget: float | None = option(None, "stop training after this wall time, N[s|m|h]", duration=True)
-    eval_every: int = option(0, "evaluate on --valid every N steps (0 = at the end of each epoch)")
+    eval_every: int = option(0, "evaluate on --valid every N steps (0 = at the end of each epoch)", minimum=0)
     log_every: int = option(50, "write a metrics line every N steps")
     seed: int = option(1, "random seed (model init, dropout, shuffling, sampling)")
     threads: int | None = option(None, "CPU threads for torch (default: torch's choice)")
@@ -148,9 +152,7 @@ def coerce(cls: type, name: str, value: Any, source: str) -> Any:
             else:
                 raise ValueError
         elif base is int:
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                raise ValueError
-            out = int(value)
+            out = _to_int(value)
         elif base is float:
             if isinstance(value, bool):
                 raise ValueError
@@ -166,7 +168,7 @@ def coerce(cls: type, name: str, value: Any, source: str) -> Any:
                 value = [v for v in re.split(r"[,\s]+", value.strip()) if v]
             if not isinstance(value, (list, tuple)):
                 raise ValueError
-            out = tuple(int(v) for v in value)
+            out = tuple(_to_int(v) for v in value)
         else:
             raise TypeError(f"unsupported config type {base}")
     except (ValueError, TypeError):
@@ -174,6 +176,9 @@ def coerce(cls: type, name: str, value: Any, source: str) -> Any:
     choices = f.metadata.get("choices")
     if choices and out not in choices:
         raise ConfigError(f"{where}: {out!r} is not one of {', '.join(map(str, choices))}")
+    minimum = f.metadata.get("minimum")
+    if minimum is not None and out < minimum:
+        raise ConfigError(f"{where}: must be >= {minimum}, got {out!r}")
     check = f.metadata.get("check")
     if check is not None:
         try:
@@ -181,6 +186,14 @@ def coerce(cls: type, name: str, value: Any, source: str) -> Any:
         except ValueError as e:
             raise ConfigError(f"{where}: {e}") from None
     return out
+
+
+def _to_int(value: Any) -> int:
+    """``int(value)`` for integers, integral floats and numeric strings; ValueError for anything else
+    (a bool, 1.5, inf, nan)."""
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        raise ValueError(value)
+    return int(value)
 
 
 def _type_name(tp: Any) -> str:
@@ -193,11 +206,13 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     """Read a TOML (``.toml``) or YAML (``.yaml``/``.yml``) file into a flat dict of fields."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path}: cannot read config file ({e.__class__.__name__})") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read config file ({e.strerror or e.__class__.__name__})") from None
+    # UTF-16, binary and non-UTF-8 files get data/files' one-line messages; an empty file sets nothing
+    text = decode_text(data, path, what="config file") if data.strip() else ""
     suffix = path.suffix.lower()
     try:
         if suffix == ".toml":

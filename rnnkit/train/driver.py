@@ -39,6 +39,8 @@ import json
 import shutil
 import sys
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -158,7 +160,8 @@ class Driver(Generic[C, V, D]):
         if info.enabled:  # each rank its own dropout randomness, once the (identical) model is built
             torch.manual_seed(cfg.seed + 1000 * info.rank)
         trainer = self._trainer(cfg, vocabs, data, model, extra, device, out, progress, info)
-        trainer.fit()
+        with flushing_denormals():
+            trainer.fit()
         report_stop(trainer, out, spec.name)
         if not trainer.task.has_valid:  # 'best' is the model in hand: no need to read it back
             return spec.run_class(out, cfg, vocabs, model.eval(), device)
@@ -180,7 +183,8 @@ class Driver(Generic[C, V, D]):
         if info.is_main:  # drop metric lines logged after the checkpoint
             truncate_metrics(out, trainer.state.step)
             save_run_config(out, cfg, spec.name)
-        trainer.fit()
+        with flushing_denormals():
+            trainer.fit()
         report_stop(trainer, out, spec.name)
         return self.load(out)
 
@@ -291,21 +295,33 @@ def load_checkpoint(run_dir: Path, name: str, task: str) -> ck.Checkpoint:
 
 
 def setup_torch(seed: int, threads: int | None) -> None:
-    """Seed torch's generators (before any model is built), set the CPU thread count and flush denormal
-    floats to zero on CPU (for the rest of the process)."""
+    """Seed torch's generators (before any model is built) and set the CPU thread count."""
     if threads is not None:
         if threads < 1:
             raise ConfigError(f"field 'threads': must be >= 1, got {threads}")
         torch.set_num_threads(threads)
     torch.manual_seed(seed)
-    # Denormal floats (|x| < 1.2e-38 in float32) cost x86 CPUs a microcode assist per operation, so a run
-    # that starts making them can slow down many-fold: the UD EWT XPOS tagger with default settings was seen
-    # falling from ~7,000 to 200-400 tokens/s after 40-60 steps, and flushing denormals removed the slow
-    # stretches. Where they arise was not found (not in parameters, gradients, optimiser moments or any
-    # module's outputs: presumably inside the oneDNN LSTM or fused Adam kernels). Treating them as zero
-    # changes results only below 1e-38 (tests/test_denormals.py); benchmarks/phases.py watches for slow
-    # phases. A no-op where the CPU lacks the mode (torch then returns False).
+
+
+@contextmanager
+def flushing_denormals() -> Iterator[None]:
+    """Training runs with denormal floats flushed to zero on CPU, and the process's mode is restored after.
+
+    Denormal floats (|x| < 1.2e-38 in float32) cost x86 CPUs a microcode assist per operation, so a run that
+    starts making them can slow down many-fold: the UD EWT XPOS tagger with default settings was seen falling
+    from ~7,000 to 200-400 tokens/s after 40-60 steps, and flushing denormals removed the slow stretches.
+    Where they arise was not found (not in parameters, gradients, optimiser moments or any module's outputs:
+    presumably inside the oneDNN LSTM or fused Adam kernels). Treating them as zero changes results only
+    below 1e-38 (tests/test_denormals.py); benchmarks/phases.py watches for slow phases. The mode is a
+    per-thread CPU flag that torch cannot read back, so it is switched off again after training (Python
+    starts with it off): code running in the same process afterwards (numpy, Hypothesis...) sees the
+    usual IEEE arithmetic. A no-op where the CPU lacks the mode.
+    """
     torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(False)
 
 
 def truncate_metrics(run_dir: Path, step: int) -> None:
