@@ -219,8 +219,8 @@ def test_training_batches_are_a_function_of_seed_and_epoch_and_cover_every_pair(
     task, _, _ = make_task(data)
     again, _, _ = make_task(data)
     other_seed, _, _ = make_task(data, seed=4)
-    e0, e1 = task.epoch_batches(0), task.epoch_batches(1)
-    assert e0 == again.epoch_batches(0) and e0 != e1 and e0 != other_seed.epoch_batches(0)
+    e0, e1 = task.batches.epoch(0), task.batches.epoch(1)
+    assert e0 == again.batches.epoch(0) and e0 != e1 and e0 != other_seed.batches.epoch(0)
     for batches in (e0, e1):
         assert sorted(i for b in batches for i in b) == list(range(len(task.train)))
     assert task.batches_per_epoch() == len(e0) == math.ceil(300 / 16)
@@ -231,7 +231,7 @@ def test_training_batches_are_a_function_of_seed_and_epoch_and_cover_every_pair(
     # bucketing by (target, source) length cuts padding
     unbucketed, _, _ = make_task(data, bucket=False)
     tgt_lengths = [len(e.tgt) for e in task.train]
-    assert padding_fraction(e0, tgt_lengths) < padding_fraction(unbucketed.epoch_batches(0), tgt_lengths)
+    assert padding_fraction(e0, tgt_lengths) < padding_fraction(unbucketed.batches.epoch(0), tgt_lengths)
 
 
 def test_training_loss_is_smoothed_and_validation_nll_is_per_pair_sum(data):

@@ -38,6 +38,7 @@ import dataclasses
 import json
 import shutil
 import sys
+import typing
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
@@ -73,21 +74,35 @@ class TaskSpec(ABC, Generic[C, V, D]):
 
     Declared attributes:
         name: the task's name (``config.json``'s ``task``, checkpoints' ``task``, the CLI command).
-        config_class: a frozen dataclass deriving from :class:`TrainConfig`; its field defaults are
-            the task's defaults (for the CLI and the Python API alike).
-        model_class: the model, built from :meth:`model_config` (see :meth:`build_model`).
         run_class: the user-facing Run, built as ``run_class(path, config, vocabs, model, device,
             checkpoint)``.
+        config_class: a frozen dataclass deriving from :class:`TrainConfig`; its field defaults are
+            the task's defaults (for the CLI and the Python API alike). By default the type of the
+            Run's ``config`` field.
+        model_class: the model, built from :meth:`model_config` (see :meth:`build_model`). By default the
+            type of the Run's ``model`` field.
         vocab_name: what ``tokenizer.json`` holds, for messages ("tokenizer", "vocabularies"...).
         meta_keys: the keys of :meth:`run_meta`, read back from the checkpoint on resume and load.
     """
 
     name: ClassVar[str]
+    run_class: ClassVar[type]
     config_class: ClassVar[type]
     model_class: ClassVar[type]
-    run_class: ClassVar[type]
     vocab_name: ClassVar[str] = "vocabularies"
     meta_keys: ClassVar[tuple[str, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Fill ``config_class`` and ``model_class`` from the annotations of ``run_class`` (a dataclass with
+        ``config`` and ``model`` fields) where the subclass does not declare them."""
+        super().__init_subclass__(**kwargs)
+        run_class = cls.__dict__.get("run_class")
+        if run_class is None:
+            return
+        hints = typing.get_type_hints(run_class)
+        for attr, run_field in (("config_class", "config"), ("model_class", "model")):
+            if attr not in cls.__dict__ and run_field in hints:
+                setattr(cls, attr, hints[run_field])
 
     @abstractmethod
     def prepare(self, cfg: C) -> tuple[V, D]:
