@@ -17,12 +17,11 @@ NBEST_FORMAT = ("With --nbest K > 1, each input line i (0-based) gives up to K l
 
 
 def register(tasks: argparse._SubParsersAction) -> None:
-    parser = tasks.add_parser("seq2seq", help="attention seq2seq translation",
-                              description="Sequence to sequence translation with attention: train, translate, "
-                              "evaluate BLEU/chrF, plot attention.")
-    sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    sub = common.add_task_parser(tasks, "seq2seq", help="attention seq2seq translation",
+                                 description="Sequence to sequence translation with attention: train, translate, "
+                                 "evaluate BLEU/chrF, plot attention.")
 
-    p = common.add_train_parser(sub, s2s, cmd_train, help="train a translation model",
+    p = common.add_train_parser(sub, s2s, report_training, check=check_train_flags, help="train a translation model",
                                 description="Train a bidirectional-encoder, attentive-decoder translation model on "
                                 "source<TAB>target pairs (--train/--valid) or line-aligned files "
                                 "(--src-train/--tgt-train). With no data given: English to French on the bundled "
@@ -79,12 +78,14 @@ def _search(args: argparse.Namespace) -> dict:
             "max_len_b": args.max_len_b}
 
 
-def cmd_train(args: argparse.Namespace) -> int:
+def check_train_flags(args: argparse.Namespace) -> None:
     if args.samples < 0:
         raise ConfigError(f"field 'samples': must be >= 0, got {args.samples}")
-    run = common.train_command(s2s, args)
-    if run is None:  # under torchrun only rank 0 reports
-        return 0
+
+
+def report_training(run: s2s.Seq2SeqRun, args: argparse.Namespace) -> None:
+    """After training: the best checkpoint's greedy validation scores (stderr) and sample translations
+    (stdout)."""
     valid, _ = s2s.load_valid_pairs(run.config)
     if valid is not None:
         m = run.evaluate_pairs(valid, beam=1)
@@ -93,7 +94,6 @@ def cmd_train(args: argparse.Namespace) -> int:
         sources = list(dict.fromkeys(s for s, _ in valid))[: args.samples]
         for src, hyp in zip(sources, run.translate(sources, beam=1)):
             print(f"{src}\t{hyp}")
-    return 0
 
 
 def _check_search(args: argparse.Namespace) -> None:
