@@ -51,6 +51,10 @@ def register(tasks: argparse._SubParsersAction) -> None:
         "sentences.")
     p.add_argument("--src-test", metavar="FILE", help="test sources, one per line (with --tgt-test)")
     p.add_argument("--tgt-test", metavar="FILE", help="test references, line-aligned with --src-test")
+    p.add_argument("--group-references", action="store_true",
+                   help="score each distinct source once against all its references: the targets of every line "
+                   "that repeats it and, in --test, further target columns (source<TAB>target<TAB>target...); "
+                   "'sentences' then counts distinct sources")
     _add_search_flags(p)
 
     p = common.add_run_command(sub, cmd_attention, "attention", help="plot the attention of one translation",
@@ -127,7 +131,8 @@ def cmd_translate(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     _check_search(args)
     run = common.load_run(s2s, args)
-    m = run.evaluate(args.test, src=args.src_test, tgt=args.tgt_test, **_search(args))
+    m = run.evaluate(args.test, src=args.src_test, tgt=args.tgt_test, group_references=args.group_references,
+                     **_search(args))
     text = f"BLEU {m['bleu']:.2f}  chrF {m['chrf']:.2f}  exact match {m['exact_match']:.4f}  sentences {m['sentences']}"
     return common.print_result(m, args.json, text)
 

@@ -22,7 +22,8 @@ unless ``valid_beam`` is 0, the BLEU and exact match of decoded validation sourc
 BLEU, chrF and exact match are computed on detokenised text: the target tokenizer's ``decode`` (words
 joined by single spaces, characters concatenated, BPE pieces joined by their ``▁`` markers), against
 the reference as written in the file (one reference per line). Several lines may share a source
-(Tatoeba lists several translations): each line is scored against its own reference.
+(Tatoeba lists several translations): each line is scored against its own reference, unless
+``group_references`` makes each distinct source one example with all its targets as references.
 
 The CLI (``rnnkit seq2seq ...``) is a thin layer over :func:`train`, :func:`resume` and :func:`load`.
 """
@@ -41,6 +42,7 @@ from torch import Tensor
 
 from rnnkit.data.batching import RankBatches, length_batches, restore_order
 from rnnkit.data.pairs import MAX_CHARS, Pair, PairBatch, bundled_tatoeba, collate_pairs, read_parallel, read_tsv_pairs
+from rnnkit.data.pairs import group_references as group_pairs
 from rnnkit.data.tokenize import Tokenizer, build_tokenizer, tokenizer_from_dict
 from rnnkit.data.vocab import EOS
 from rnnkit.decode.search import Hypothesis, beam_search, greedy_search
@@ -148,11 +150,13 @@ def _warn(message: str) -> None:
 
 def read_pairs(tsv: str | os.PathLike | None = None, src: str | os.PathLike | None = None,
                tgt: str | os.PathLike | None = None, *, max_chars: int = MAX_CHARS,
-               what: str = "sentence pairs") -> tuple[list[Pair], str]:
+               what: str = "sentence pairs", multi_target: bool = False) -> tuple[list[Pair], str]:
     """Pairs of a TSV file or of two parallel files, and a name for messages; over-long pairs are skipped
-    with one warning on stderr (count, first line numbers)."""
+    with one warning on stderr (count, first line numbers). ``multi_target``: a TSV line may hold several
+    target columns, one pair each (:func:`rnnkit.data.pairs.read_tsv_pairs`)."""
     if tsv is not None:
-        result, name = read_tsv_pairs(tsv, max_chars=max_chars, what=what), os.fspath(tsv)
+        result = read_tsv_pairs(tsv, max_chars=max_chars, what=what, multi_target=multi_target)
+        name = os.fspath(tsv)
     elif src is not None and tgt is not None:
         result = read_parallel(src, tgt, max_chars=max_chars, what=what)
         name = f"{os.fspath(src)} and {os.fspath(tgt)}"
@@ -442,23 +446,35 @@ class Seq2SeqRun:
         return self._decode(sentences, beam=beam, nbest=nbest, length_penalty=length_penalty,
                             max_len_a=max_len_a, max_len_b=max_len_b, batch_size=batch_size)
 
-    def evaluate_pairs(self, pairs: Sequence[Pair], **search: Any) -> dict[str, float | int]:
-        """Scores of translations of ``pairs`` (see :meth:`evaluate`); ``search`` goes to :meth:`translate`."""
+    def evaluate_pairs(self, pairs: Sequence[Pair], *, group_references: bool = False,
+                       **search: Any) -> dict[str, float | int]:
+        """Scores of translations of ``pairs`` (see :meth:`evaluate`); ``search`` goes to :meth:`translate`.
+
+        With ``group_references`` the pairs that share a source are one example, translated once and scored
+        against all their targets (multi-reference BLEU and chrF; an exact match is a match of any of them),
+        and ``sentences`` counts the distinct sources. Otherwise each pair is scored against its own target.
+        """
         if not pairs:
             raise DataError("no sentence pairs to evaluate")
+        if group_references:
+            sources, references = group_pairs(pairs)
+            return corpus_scores(self.translate(sources, **search), references)
         hyps = self.translate([s for s, _ in pairs], **search)
         return corpus_scores(hyps, [t for _, t in pairs])
 
     def evaluate(self, test: str | os.PathLike | None = None, *, src: str | os.PathLike | None = None,
                  tgt: str | os.PathLike | None = None, beam: int = DEFAULT_BEAM,
                  length_penalty: float = DEFAULT_LENGTH_PENALTY, max_len_a: float = DEFAULT_MAX_LEN_A,
-                 max_len_b: int = DEFAULT_MAX_LEN_B) -> dict[str, float | int]:
+                 max_len_b: int = DEFAULT_MAX_LEN_B, group_references: bool = False) -> dict[str, float | int]:
         """BLEU, chrF (sacrebleu, detokenised, 0-100), exact match (fraction) and sentence count.
 
         Args:
             test: a TSV file of pairs; or ``src`` and ``tgt``, two line-aligned files. With none of them:
                 the run's validation pairs (the bundled valid split for the bundled data).
             beam, length_penalty, max_len_a, max_len_b: the search, as :meth:`translate`.
+            group_references: score each distinct source once against all its references: the targets of
+                every line that repeats it and, in a TSV file, further target columns
+                (``source<TAB>target<TAB>target...``); see :meth:`evaluate_pairs`.
 
         Pairs with a side longer than the run's ``max_chars`` are skipped with a warning (count).
         """
@@ -472,9 +488,10 @@ class Seq2SeqRun:
                 raise ConfigError("field 'test': the run has no validation pairs; give a test file")
             pairs = valid
         else:
-            pairs, _ = read_pairs(test, src, tgt, max_chars=self.config.max_chars, what="test pairs")
-        return self.evaluate_pairs(pairs, beam=beam, length_penalty=length_penalty, max_len_a=max_len_a,
-                                   max_len_b=max_len_b)
+            pairs, _ = read_pairs(test, src, tgt, max_chars=self.config.max_chars, what="test pairs",
+                                  multi_target=group_references)
+        return self.evaluate_pairs(pairs, group_references=group_references, beam=beam,
+                                   length_penalty=length_penalty, max_len_a=max_len_a, max_len_b=max_len_b)
 
     def attention(self, sentence: str, *, max_len_a: float = DEFAULT_MAX_LEN_A,
                   max_len_b: int = DEFAULT_MAX_LEN_B) -> tuple[list[str], list[str], Tensor]:
