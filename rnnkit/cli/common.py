@@ -32,7 +32,7 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type) -> None:
         flag = "--" + f.name.replace("_", "-")
         help_text = f.metadata.get("help", "")
         if "default" not in help_text:
-            shown = ",".join(map(str, f.default)) if isinstance(f.default, tuple) else f.default
+            shown = (",".join(map(str, f.default)) or "none") if isinstance(f.default, tuple) else f.default
             if f.metadata.get("duration") and isinstance(f.default, float):
                 shown = f"{f.default:g}s"
             help_text += f" (default: {shown})"
@@ -148,7 +148,7 @@ def add_run_command(sub: argparse._SubParsersAction, func: Any, name: str, **kwa
     group = p.add_argument_group("loading the run")  # shown after the command's own flags
     group.add_argument("--checkpoint", choices=("best", "last"), default="best", help="which checkpoint (default best)")
     group.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
-    group.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    group.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
     p.set_defaults(func=func)
     return p
 

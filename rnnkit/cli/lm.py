@@ -24,9 +24,10 @@ def register(tasks: argparse._SubParsersAction) -> None:
     p.add_argument("--prompt", default="", help="text to continue (default: start a new line)")
     p.add_argument("--length", type=int, default=500, help="tokens to generate (default 500)")
     p.add_argument("--temperature", type=float, default=1.0, help="0 = greedy (default 1.0)")
-    p.add_argument("--top-k", type=int, default=0, help="sample among the k likeliest tokens (0 = all)")
-    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling threshold (1.0 = off)")
-    p.add_argument("--seed", type=int, default=None, help="seed for reproducible samples")
+    p.add_argument("--top-k", type=int, default=0, help="sample among the k likeliest tokens (default 0 = all)")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling threshold (default 1.0 = off)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="seed for reproducible samples (default: none, a fresh seed each time)")
     p.add_argument("--num-samples", type=int, default=1, help="independent samples (default 1)")
 
     common.add_evaluate_command(sub, cmd_evaluate, help="loss and perplexity on a text",

@@ -69,7 +69,7 @@ class TagConfig(TrainConfig):
     word_vectors: str | None = option(None, "pre-trained word vectors, word2vec/GloVe text format (their "
                                       "size must equal --emb)")
     emb: int = option(100, "word embedding size", low=1)
-    chars: bool = option(True, "character encoder (a BiLSTM by default, see --char-cell) for each word")
+    chars: bool = option(True, "character encoder for each word (a bidirectional --char-cell)")
     char_emb: int = option(32, "character embedding size", low=1)
     char_hidden: int = option(64, "character encoder hidden size per direction", low=1)
     max_word_chars: int = option(24, "the character encoder reads a word's first and last N/2 characters "
