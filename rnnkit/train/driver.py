@@ -111,11 +111,13 @@ class TaskSpec(ABC, Generic[C, V, D]):
         ``config`` and ``model`` fields) where the subclass does not declare them."""
         super().__init_subclass__(**kwargs)
         run_class = cls.__dict__.get("run_class")
-        if run_class is None:
+        missing = [(attr, run_field) for attr, run_field in (("config_class", "config"), ("model_class", "model"))
+                   if attr not in cls.__dict__]
+        if run_class is None or not missing:
             return
         hints = typing.get_type_hints(run_class)
-        for attr, run_field in (("config_class", "config"), ("model_class", "model")):
-            if attr not in cls.__dict__ and run_field in hints:
+        for attr, run_field in missing:
+            if run_field in hints:
                 setattr(cls, attr, hints[run_field])
 
     def prepare(self, cfg: C) -> tuple[V, D]:
