@@ -7,7 +7,7 @@ import random
 import pytest
 import torch
 
-from rnnkit.data.batching import length_batches, pad_batch, padding_fraction, restore_order
+from rnnkit.data.batching import RankBatches, length_batches, pad_batch, padding_fraction, restore_order
 
 
 def test_pad_batch_lists_and_tensors():
@@ -124,3 +124,18 @@ def test_invalid_arguments():
         length_batches([1], 0, shuffle=False)
     with pytest.raises(ValueError, match="pool"):
         length_batches([1], 2, shuffle=False, pool=0)
+
+
+@pytest.mark.parametrize("world_size", [1, 2, 4])
+def test_rank_batches_share_out_the_one_process_batches(world_size):
+    rng = random.Random(5)
+    lengths = [rng.randint(1, 30) for _ in range(103)]  # 103 = 12 batches of 8, and 7 left
+    whole = RankBatches(lengths, 8, seed=3).epoch(2)
+    assert whole == length_batches(lengths, 8, shuffle=True, seed=3, epoch=2)
+    shares = [RankBatches(lengths, 8, seed=3, rank=r, world_size=world_size) for r in range(world_size)]
+    kept = [b for b in whole if len(b) >= world_size]  # a last batch too small to share is skipped by all
+    for i, batch in enumerate(kept):
+        assert sorted(j for s in shares for j in s.epoch(2)[i]) == sorted(batch)
+        assert [s.epoch(2)[i] for s in shares] == [batch[r::world_size] for r in range(world_size)]
+    assert all(len(s) == len(s.epoch(2)) == len(kept) for s in shares)
+    assert shares[0].epoch(2) != shares[0].epoch(3)  # every epoch its own shuffle

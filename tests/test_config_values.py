@@ -25,7 +25,7 @@ def test_bad_values_in_a_config_file(tmp_path, text, message):
     assert str(info.value) == f"{path}: {message}"
 
 
-def test_minimum_allows_the_boundary_and_none():
+def test_declared_lower_bound_allows_the_boundary_and_none():
     cfg = build_config(LMConfig, {"eval_every": 0, "max_vocab": 1})
     assert (cfg.eval_every, cfg.max_vocab) == (0, 1)
     assert build_config(LMConfig, {"max_vocab": None}).max_vocab is None

@@ -95,6 +95,42 @@ def test_train_translate_evaluate_attention(trained, data, tmp_path):
     assert png.read_bytes()[:4] == b"\x89PNG"
 
 
+def test_group_references_scores_each_source_against_all_its_targets(trained, tmp_path, capsys):
+    import sacrebleu
+
+    from rnnkit.cli.main import main
+
+    run = trained
+    sources = ["ant bee cat", "dog eel", "fox gnu hen", "jay ibis"]
+    hyps = run.translate(sources, beam=2)
+    # two references each: a repeated source line, or a second target column (one line)
+    lines = [f"{sources[0]}\tCAT BEE ANT\n", f"{sources[1]}\tEEL DOG\tthe eel and the dog\n",
+             f"{sources[2]}\tHEN GNU FOX\n", f"{sources[3]}\tIBIS JAY\tJAY IBIS\n",
+             f"{sources[0]}\tthe cat the bee the ant\n", f"{sources[2]}\tFOX GNU HEN\n"]
+    test = tmp_path / "multi.tsv"
+    test.write_text("".join(lines), encoding="utf-8")
+    first = ["CAT BEE ANT", "EEL DOG", "HEN GNU FOX", "IBIS JAY"]
+    second = ["the cat the bee the ant", "the eel and the dog", "FOX GNU HEN", "JAY IBIS"]
+
+    m = run.evaluate(test, beam=2, group_references=True)
+    assert m["sentences"] == 4
+    assert math.isclose(m["bleu"], sacrebleu.corpus_bleu(hyps, [first, second]).score, rel_tol=1e-12)
+    assert math.isclose(m["chrf"], sacrebleu.corpus_chrf(hyps, [first, second]).score, rel_tol=1e-12)
+    assert m["exact_match"] == sum(h in refs for h, refs in zip(hyps, zip(first, second))) / 4
+    # without grouping, several target columns are a format error, and repeated lines count separately
+    with pytest.raises(DataError, match=r"multi.tsv:2: expected one tab \(source<TAB>target\), found 2"):
+        run.evaluate(test, beam=2)
+    single = tmp_path / "repeated.tsv"
+    single.write_text("".join(x for x in lines if x.count("\t") == 1), encoding="utf-8")
+    assert run.evaluate(single, beam=2)["sentences"] == 4
+    assert run.evaluate(single, beam=2, group_references=True)["sentences"] == 2
+
+    # the CLI flag gives the same figures
+    assert main(["seq2seq", "evaluate", str(run.path), "--test", str(test), "--beam", "2", "--group-references",
+                 "--json", "--threads", "1"]) == 0
+    assert json.loads(capsys.readouterr().out) == m
+
+
 def test_translations_come_back_in_input_order(trained):
     sentences = ["ant", "", "cat dog eel fox gnu", "  ", "bee cat", "jay ibis hen", "ant"]
     for beam in (1, 3):
@@ -219,8 +255,8 @@ def test_training_batches_are_a_function_of_seed_and_epoch_and_cover_every_pair(
     task, _, _ = make_task(data)
     again, _, _ = make_task(data)
     other_seed, _, _ = make_task(data, seed=4)
-    e0, e1 = task.epoch_batches(0), task.epoch_batches(1)
-    assert e0 == again.epoch_batches(0) and e0 != e1 and e0 != other_seed.epoch_batches(0)
+    e0, e1 = task.batches.epoch(0), task.batches.epoch(1)
+    assert e0 == again.batches.epoch(0) and e0 != e1 and e0 != other_seed.batches.epoch(0)
     for batches in (e0, e1):
         assert sorted(i for b in batches for i in b) == list(range(len(task.train)))
     assert task.batches_per_epoch() == len(e0) == math.ceil(300 / 16)
@@ -231,7 +267,7 @@ def test_training_batches_are_a_function_of_seed_and_epoch_and_cover_every_pair(
     # bucketing by (target, source) length cuts padding
     unbucketed, _, _ = make_task(data, bucket=False)
     tgt_lengths = [len(e.tgt) for e in task.train]
-    assert padding_fraction(e0, tgt_lengths) < padding_fraction(unbucketed.epoch_batches(0), tgt_lengths)
+    assert padding_fraction(e0, tgt_lengths) < padding_fraction(unbucketed.batches.epoch(0), tgt_lengths)
 
 
 def test_training_loss_is_smoothed_and_validation_nll_is_per_pair_sum(data):

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import math
 import sys
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -32,7 +33,7 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type) -> None:
         flag = "--" + f.name.replace("_", "-")
         help_text = f.metadata.get("help", "")
         if "default" not in help_text:
-            shown = ",".join(map(str, f.default)) if isinstance(f.default, tuple) else f.default
+            shown = (",".join(map(str, f.default)) or "none") if isinstance(f.default, tuple) else f.default
             if f.metadata.get("duration") and isinstance(f.default, float):
                 shown = f"{f.default:g}s"
             help_text += f" (default: {shown})"
@@ -52,13 +53,24 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type) -> None:
         group.add_argument(flag, **kwargs)
 
 
-def add_train_parser(sub: argparse._SubParsersAction, task: Any, func: Any, *, help: str,
-                     description: str) -> argparse.ArgumentParser:
+def add_task_parser(tasks: argparse._SubParsersAction, name: str, *, help: str,
+                    description: str) -> argparse._SubParsersAction:
+    """The ``rnnkit NAME ...`` command group of a task; returns the group's subparsers (``ACTION``), to
+    which :func:`add_train_parser`, :func:`add_run_command`... add the commands."""
+    parser = tasks.add_parser(name, help=help, description=description)
+    return parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+
+def add_train_parser(sub: argparse._SubParsersAction, task: Any, report: Callable[[Any, argparse.Namespace], None],
+                     *, help: str, description: str,
+                     check: Callable[[argparse.Namespace], None] | None = None) -> argparse.ArgumentParser:
     """The ``train`` command of a task module (its ``DRIVER.spec.config_class`` gives the run flags), the
     same for every task: ``--config``, ``--overwrite``, ``--resume``, ``--no-progress`` and one flag per
-    config field; ``func`` runs it. The caller adds its own flags."""
+    config field. It runs ``check(args)`` (the caller's own flags) before anything else, trains or resumes
+    (:func:`train_or_resume`), then ``report(run, args)`` on the process that reports (rank 0 under
+    torchrun). The caller adds its own flags."""
     p = sub.add_parser("train", help=help, description=description)
-    p.set_defaults(func=func)
+    p.set_defaults(func=functools.partial(_train_command, task, report, check))
     p.add_argument("--config", metavar="FILE", help="TOML or YAML file setting the fields below; flags win")
     p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     p.add_argument("--resume", metavar="RUN", help="continue RUN from its last checkpoint (only stopping, "
@@ -106,10 +118,15 @@ def train_or_resume(task: Any, args: argparse.Namespace) -> Any:
     return driver.train(resolve_config(cls, args), overwrite=args.overwrite, progress=progress)
 
 
-def train_command(task: Any, args: argparse.Namespace) -> Any:
-    """``train_or_resume``; returns the run on the process that reports (rank 0 under torchrun), else None."""
+def _train_command(task: Any, report: Callable[[Any, argparse.Namespace], None],
+                   check: Callable[[argparse.Namespace], None] | None, args: argparse.Namespace) -> int:
+    """The ``train`` command of :func:`add_train_parser`."""
+    if check is not None:
+        check(args)
     run = train_or_resume(task, args)
-    return run if is_main_process() else None
+    if is_main_process():  # under torchrun only rank 0 reports
+        report(run, args)
+    return 0
 
 
 def print_result(metrics: dict[str, Any], as_json: bool, text: str) -> int:
@@ -136,7 +153,7 @@ def add_run_command(sub: argparse._SubParsersAction, func: Any, name: str, **kwa
     group = p.add_argument_group("loading the run")  # shown after the command's own flags
     group.add_argument("--checkpoint", choices=("best", "last"), default="best", help="which checkpoint (default best)")
     group.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
-    group.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    group.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
     p.set_defaults(func=func)
     return p
 

@@ -11,7 +11,7 @@ def register(tasks: argparse._SubParsersAction) -> None:
                          "example.py (onnxruntime + numpy), into DIR.")
     p.add_argument("run", metavar="RUN", help="run folder (any task)")
     p.add_argument("--format", choices=("onnx",), required=True, help="export format")
-    p.add_argument("--quantize", choices=("int8",), help="dynamic int8 quantisation of the weights")
+    p.add_argument("--quantize", choices=("int8",), help="dynamic int8 quantisation of the weights (default: none)")
     p.add_argument("--out", metavar="DIR", required=True, help="folder to write (must be new or empty)")
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty DIR")
     p.set_defaults(func=cmd_export)

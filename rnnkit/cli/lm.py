@@ -12,11 +12,10 @@ from rnnkit.tasks import lm
 
 
 def register(tasks: argparse._SubParsersAction) -> None:
-    parser = tasks.add_parser("lm", help="language modelling", description="Language modelling: train, "
-                              "generate text, evaluate perplexity.")
-    sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    sub = common.add_task_parser(tasks, "lm", help="language modelling",
+                                 description="Language modelling: train, generate text, evaluate perplexity.")
 
-    p = common.add_train_parser(sub, lm, cmd_train, help="train a language model",
+    p = common.add_train_parser(sub, lm, report_training, help="train a language model",
                                 description="Train a recurrent language model. With no data given: char level on "
                                 "the bundled Tiny Shakespeare, within a few minutes.")
     p.add_argument("--sample-length", type=int, default=300, metavar="N",
@@ -26,26 +25,24 @@ def register(tasks: argparse._SubParsersAction) -> None:
     p.add_argument("--prompt", default="", help="text to continue (default: start a new line)")
     p.add_argument("--length", type=int, default=500, help="tokens to generate (default 500)")
     p.add_argument("--temperature", type=float, default=1.0, help="0 = greedy (default 1.0)")
-    p.add_argument("--top-k", type=int, default=0, help="sample among the k likeliest tokens (0 = all)")
-    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling threshold (1.0 = off)")
-    p.add_argument("--seed", type=int, default=None, help="seed for reproducible samples")
+    p.add_argument("--top-k", type=int, default=0, help="sample among the k likeliest tokens (default 0 = all)")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling threshold (default 1.0 = off)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="seed for reproducible samples (default: none, a fresh seed each time)")
     p.add_argument("--num-samples", type=int, default=1, help="independent samples (default 1)")
 
     common.add_evaluate_command(sub, cmd_evaluate, help="loss and perplexity on a text",
                                 test="text to score (default: the run's validation text)")
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    run = common.train_command(lm, args)
-    if run is None:  # under torchrun only rank 0 reports
-        return 0
+def report_training(run: lm.LMRun, args: argparse.Namespace) -> None:
+    """After training: the best checkpoint's validation loss (stderr) and a sample (stdout)."""
     if run.config.valid is not None or run.config.train is None:
         metrics = run.evaluate()
         print(f"rnnkit: best checkpoint: valid loss {metrics['loss']:.4f}, perplexity "
               f"{metrics['perplexity']:.2f}", file=sys.stderr)
     if args.sample_length > 0:
         print(run.generate("", args.sample_length, temperature=0.8, seed=run.config.seed)[0])
-    return 0
 
 
 def cmd_generate(args: argparse.Namespace) -> int:

@@ -17,12 +17,11 @@ NBEST_FORMAT = ("With --nbest K > 1, each input line i (0-based) gives up to K l
 
 
 def register(tasks: argparse._SubParsersAction) -> None:
-    parser = tasks.add_parser("seq2seq", help="attention seq2seq translation",
-                              description="Sequence to sequence translation with attention: train, translate, "
-                              "evaluate BLEU/chrF, plot attention.")
-    sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    sub = common.add_task_parser(tasks, "seq2seq", help="attention seq2seq translation",
+                                 description="Sequence to sequence translation with attention: train, translate, "
+                                 "evaluate BLEU/chrF, plot attention.")
 
-    p = common.add_train_parser(sub, s2s, cmd_train, help="train a translation model",
+    p = common.add_train_parser(sub, s2s, report_training, check=check_train_flags, help="train a translation model",
                                 description="Train a bidirectional-encoder, attentive-decoder translation model on "
                                 "source<TAB>target pairs (--train/--valid) or line-aligned files "
                                 "(--src-train/--tgt-train). With no data given: English to French on the bundled "
@@ -52,6 +51,10 @@ def register(tasks: argparse._SubParsersAction) -> None:
         "sentences.")
     p.add_argument("--src-test", metavar="FILE", help="test sources, one per line (with --tgt-test)")
     p.add_argument("--tgt-test", metavar="FILE", help="test references, line-aligned with --src-test")
+    p.add_argument("--group-references", action="store_true",
+                   help="score each distinct source once against all its references: the targets of every line "
+                   "that repeats it and, in --test, further target columns (source<TAB>target<TAB>target...); "
+                   "'sentences' then counts distinct sources")
     _add_search_flags(p)
 
     p = common.add_run_command(sub, cmd_attention, "attention", help="plot the attention of one translation",
@@ -80,12 +83,14 @@ def _search(args: argparse.Namespace) -> dict:
             "max_len_b": args.max_len_b}
 
 
-def cmd_train(args: argparse.Namespace) -> int:
+def check_train_flags(args: argparse.Namespace) -> None:
     if args.samples < 0:
         raise ConfigError(f"field 'samples': must be >= 0, got {args.samples}")
-    run = common.train_command(s2s, args)
-    if run is None:  # under torchrun only rank 0 reports
-        return 0
+
+
+def report_training(run: s2s.Seq2SeqRun, args: argparse.Namespace) -> None:
+    """After training: the best checkpoint's greedy validation scores (stderr) and sample translations
+    (stdout)."""
     valid, _ = s2s.load_valid_pairs(run.config)
     if valid is not None:
         m = run.evaluate_pairs(valid, beam=1)
@@ -94,7 +99,6 @@ def cmd_train(args: argparse.Namespace) -> int:
         sources = list(dict.fromkeys(s for s, _ in valid))[: args.samples]
         for src, hyp in zip(sources, run.translate(sources, beam=1)):
             print(f"{src}\t{hyp}")
-    return 0
 
 
 def _check_search(args: argparse.Namespace) -> None:
@@ -128,7 +132,8 @@ def cmd_translate(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     _check_search(args)
     run = common.load_run(s2s, args)
-    m = run.evaluate(args.test, src=args.src_test, tgt=args.tgt_test, **_search(args))
+    m = run.evaluate(args.test, src=args.src_test, tgt=args.tgt_test, group_references=args.group_references,
+                     **_search(args))
     text = f"BLEU {m['bleu']:.2f}  chrF {m['chrf']:.2f}  exact match {m['exact_match']:.4f}  sentences {m['sentences']}"
     return common.print_result(m, args.json, text)
 

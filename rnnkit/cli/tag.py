@@ -15,11 +15,11 @@ INPUT_FORMATS = ("auto", "plain", "conllu", "columns")
 
 
 def register(tasks: argparse._SubParsersAction) -> None:
-    parser = tasks.add_parser("tag", help="sequence labelling (POS, NER)", description="Sequence labelling: "
-                              "train a BiLSTM(-CRF) tagger, tag sentences, evaluate accuracy and span F1.")
-    sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    sub = common.add_task_parser(tasks, "tag", help="sequence labelling (POS, NER)",
+                                 description="Sequence labelling: train a BiLSTM(-CRF) tagger, tag sentences, "
+                                 "evaluate accuracy and span F1.")
 
-    p = common.add_train_parser(sub, tag, cmd_train, help="train a tagger",
+    p = common.add_train_parser(sub, tag, report_training, help="train a tagger",
                                 description="Train a word + character BiLSTM tagger (softmax or CRF output). With "
                                 "no data given: UPOS on the bundled UD English EWT, within a few minutes.")
 
@@ -43,14 +43,10 @@ def register(tasks: argparse._SubParsersAction) -> None:
                    help="label column: upos/xpos for CoNLL-U, a number for column files (default: the run's)")
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    run = common.train_command(tag, args)
-    if run is None:  # under torchrun only rank 0 reports
-        return 0
+def report_training(run: tag.TagRun, args: argparse.Namespace) -> None:
+    """After training: the best checkpoint's validation scores (stderr)."""
     if run.config.valid is not None or run.config.train is None:
-        m = run.evaluate()
-        print(f"rnnkit: best checkpoint on the validation data: {_summary(m)}", file=sys.stderr)
-    return 0
+        print(f"rnnkit: best checkpoint on the validation data: {_summary(run.evaluate())}", file=sys.stderr)
 
 
 def _read_input(args: argparse.Namespace) -> tuple[list[list[str]], bool]:

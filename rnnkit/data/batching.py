@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import torch
 from torch import Tensor
 
-__all__ = ["length_batches", "pad_batch", "padding_fraction", "restore_order"]
+__all__ = ["RankBatches", "length_batches", "pad_batch", "padding_fraction", "restore_order"]
 
 T = TypeVar("T")
 
@@ -125,6 +125,32 @@ def length_batches(
         perm = torch.randperm(len(batches), generator=g).tolist()
         batches = [batches[i] for i in perm]
     return batches
+
+
+class RankBatches:
+    """One process's share of the shuffled training batches of every epoch (:func:`length_batches`).
+
+    Process ``rank`` of ``world_size`` takes examples ``rank, rank + world_size, ...`` of every batch
+    (``batch_size`` should divide by ``world_size``); a last batch with fewer than ``world_size``
+    examples is skipped by all processes. With one process these are the batches of :func:`length_batches`.
+    """
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, *, seed: int, bucket: bool = True, rank: int = 0,
+                 world_size: int = 1) -> None:
+        self.lengths, self.batch_size, self.seed, self.bucket = lengths, batch_size, seed, bucket
+        self.rank, self.world_size = rank, world_size
+
+    def epoch(self, epoch: int) -> list[list[int]]:
+        """This process's batches of ``epoch`` (indices into ``lengths``), a function of (seed, epoch)."""
+        batches = length_batches(self.lengths, self.batch_size, shuffle=True, seed=self.seed, epoch=epoch,
+                                 bucket=self.bucket)
+        w = self.world_size
+        return [b[self.rank::w] for b in batches if len(b) >= w]
+
+    def __len__(self) -> int:
+        """Batches per epoch (the same every epoch)."""
+        full, rest = divmod(len(self.lengths), self.batch_size)
+        return full + (1 if rest >= self.world_size else 0)
 
 
 def padding_fraction(batches: Sequence[Sequence[int]], lengths: Sequence[int]) -> float:

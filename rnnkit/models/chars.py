@@ -12,12 +12,40 @@ hidden size per direction.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields, replace
+from typing import TypeVar
+
 import torch
 from torch import Tensor, nn
 
 from rnnkit.nn.registry import recurrent_layer
 
-__all__ = ["WordCharInput", "check_input_fields"]
+__all__ = ["WordCharBatch", "WordCharInput", "check_input_fields"]
+
+BatchT = TypeVar("BatchT", bound="WordCharBatch")
+
+
+@dataclass
+class WordCharBatch:
+    """Padded word ids and, with the character encoder, character ids: what :class:`WordCharInput` reads.
+    A task's batch derives from it and adds its gold labels.
+
+    Attributes:
+        words: ``(B, T)`` word ids. lengths: ``(B,)`` text lengths >= 1 (on the CPU).
+        chars: ``(B, T, C)`` character ids, or None. char_lengths: ``(B, T)`` word lengths in characters
+            (0 at padded words), or None.
+    """
+
+    words: Tensor
+    lengths: Tensor
+    chars: Tensor | None = None
+    char_lengths: Tensor | None = None
+
+    def to(self: BatchT, device: torch.device | str) -> BatchT:
+        """The batch with its id and label tensors on ``device`` (the lengths stay on the CPU)."""
+        moved = {f.name: getattr(self, f.name).to(device) for f in fields(self)
+                 if f.name not in ("lengths", "char_lengths") and getattr(self, f.name) is not None}
+        return replace(self, **moved)
 
 
 def check_input_fields(c) -> None:  # noqa: ANN001 (a TaggerConfig or ClassifierConfig)

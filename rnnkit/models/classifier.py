@@ -34,14 +34,14 @@ direction, H hidden size per direction, D directions, r attention heads, K class
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rnnkit.models.chars import WordCharInput, check_input_fields
+from rnnkit.models.chars import WordCharBatch, WordCharInput, check_input_fields
 from rnnkit.models.tagger import collate_tagged
 from rnnkit.nn.registry import recurrent_layer, resolve_cell
 
@@ -144,25 +144,15 @@ class ClassifierConfig:
 
 
 @dataclass
-class ClassifierBatch:
-    """A padded batch of texts (see :func:`collate_classified`).
+class ClassifierBatch(WordCharBatch):
+    """A padded batch of texts (see :func:`collate_classified`): the fields of
+    :class:`~rnnkit.models.chars.WordCharBatch` (T words per text) and
 
     Attributes:
-        words: ``(B, T)`` word ids. lengths: ``(B,)`` text lengths >= 1 (on the CPU).
-        chars: ``(B, T, C)`` character ids, or None. char_lengths: ``(B, T)``, or None.
         targets: ``(B,)`` class ids (multi-class) or ``(B, K)`` 0/1 floats (multi-label), or None.
     """
 
-    words: Tensor
-    lengths: Tensor
-    chars: Tensor | None = None
-    char_lengths: Tensor | None = None
     targets: Tensor | None = None
-
-    def to(self, device: torch.device | str) -> ClassifierBatch:
-        """The batch with its id and target tensors on ``device`` (lengths stay on the CPU)."""
-        moved = {k: getattr(self, k) for k in ("words", "chars", "targets") if getattr(self, k) is not None}
-        return replace(self, **{k: v.to(device) for k, v in moved.items()})
 
     @property
     def num_examples(self) -> int:

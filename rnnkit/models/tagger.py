@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnkit.data.batching import pad_batch
-from rnnkit.models.chars import WordCharInput, check_input_fields
+from rnnkit.models.chars import WordCharBatch, WordCharInput, check_input_fields
 from rnnkit.nn.crf import CRF
 from rnnkit.nn.registry import recurrent_layer, resolve_cell
 
@@ -110,28 +110,15 @@ class TaggerConfig:
 
 
 @dataclass
-class TaggerBatch:
-    """A padded batch of sentences (see :func:`collate_tagged`).
+class TaggerBatch(WordCharBatch):
+    """A padded batch of sentences (see :func:`collate_tagged`): the fields of
+    :class:`~rnnkit.models.chars.WordCharBatch` (T words per sentence) and
 
     Attributes:
-        words: ``(B, T)`` word ids.
-        lengths: ``(B,)`` sentence lengths, >= 1.
-        chars: ``(B, T, C)`` character ids, or None without the character encoder.
-        char_lengths: ``(B, T)`` word lengths in characters (0 at padded words), or None.
         tags: ``(B, T)`` gold tag ids (any value at padded positions), or None.
     """
 
-    words: Tensor
-    lengths: Tensor
-    chars: Tensor | None = None
-    char_lengths: Tensor | None = None
     tags: Tensor | None = None
-
-    def to(self, device: torch.device | str) -> TaggerBatch:
-        move = lambda x: None if x is None else x.to(device)
-        return TaggerBatch(
-            move(self.words), self.lengths, move(self.chars), self.char_lengths, move(self.tags)
-        )
 
     @property
     def num_tokens(self) -> int:

@@ -29,7 +29,7 @@ from rnnkit.errors import ConfigError, DataError
 from rnnkit.metrics.lm import lm_summary
 from rnnkit.models.lm import LanguageModel, LMModelConfig
 from rnnkit.nn.registry import describe_cells, resolve_cell
-from rnnkit.train.config import TrainConfig, option, task_default
+from rnnkit.train.config import TrainConfig, option, task_default, train_option, valid_option
 from rnnkit.train.distributed import DistInfo, shard
 from rnnkit.train.driver import Driver, TaskSpec
 from rnnkit.train.engine import StepResult
@@ -41,43 +41,37 @@ TASK = "lm"
 class LMConfig(TrainConfig):
     """Everything ``rnnkit lm train`` needs: data, model and training fields (flag ``--x-y`` = field x_y)."""
 
-    train: str | None = option(None, "training text (default: the bundled Tiny Shakespeare, first 90%%)")
-    valid: str | None = option(None, "validation text (default with bundled data: its last 10%%; "
-                               "otherwise none, and no validation runs)")
+    train: str | None = train_option("training text", "the bundled Tiny Shakespeare, first 90%%")
+    valid: str | None = valid_option("validation text", "its last 10%%")
     out: str = option("runs/lm", "run folder to write")
     level: str = option("char", "tokens: characters, whitespace words (<eos> at line ends) or BPE subwords",
                         choices=("char", "word", "subword"))
-    min_count: int = option(1, "word level: rarer words become <unk>")
-    max_vocab: int | None = option(None, "word level: keep at most this many words", minimum=1)
-    subword_vocab: int = option(8000, "subword level: BPE vocabulary size")
+    min_count: int = option(1, "word level: rarer words become <unk>", low=1)
+    max_vocab: int | None = option(None, "word level: keep at most this many words", low=1)
+    subword_vocab: int = option(8000, "subword level: BPE vocabulary size", low=1)
     model: str = option("lstm", f"recurrent cell: {describe_cells()}", check=resolve_cell)
-    layers: int = option(2, "stacked recurrent layers")
-    hidden: int = option(256, "hidden size")
-    emb: int = option(128, "embedding size")
-    dropout: float = option(0.1, "locked dropout on the recurrent output")
-    dropout_emb: float = option(0.0, "locked dropout on the embeddings")
-    dropout_hidden: float = option(0.0, "locked dropout between recurrent layers")
-    weight_dropout: float = option(0.0, "DropConnect on the hidden-to-hidden weights (AWD-LSTM)")
+    layers: int = option(2, "stacked recurrent layers", low=1)
+    hidden: int = option(256, "hidden size", low=1)
+    emb: int = option(128, "embedding size", low=1)
+    dropout: float = option(0.1, "locked dropout on the recurrent output", fraction=True)
+    dropout_emb: float = option(0.0, "locked dropout on the embeddings", fraction=True)
+    dropout_hidden: float = option(0.0, "locked dropout between recurrent layers", fraction=True)
+    weight_dropout: float = option(0.0, "DropConnect on the hidden-to-hidden weights (AWD-LSTM)", fraction=True)
     tie_weights: bool = option(False, "share the embedding and output weights (needs --emb == --hidden)")
     softmax: str = option("full", "output layer", choices=("full", "adaptive"))
     cutoffs: tuple[int, ...] = option((), "adaptive softmax cut-offs, e.g. 2000,10000")
     init_range: float | None = option(None, "initialise every weight uniformly in [-X, X] (Zaremba et al.: 0.1); "
                                       "default: torch's initialisation")
-    batch_size: int = option(64, "parallel streams per batch")
-    bptt: int = option(128, "truncated back-propagation length")
+    batch_size: int = option(64, "parallel streams per batch", low=1)
+    bptt: int = option(128, "truncated back-propagation length", low=1)
     variable_bptt: bool = option(False, "AWD-LSTM's random BPTT lengths (learning rate scaled to match)")
     # the default run: char-level Tiny Shakespeare inside a few minutes on 2 CPU cores
     time_budget: float | None = task_default("time_budget", 180.0)
     eval_every: int = task_default("eval_every", 200)
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        self.check_at_least(1, "layers", "hidden", "emb", "batch_size", "bptt", "min_count", "subword_vocab")
-        self.check_fraction("dropout", "dropout_emb", "dropout_hidden", "weight_dropout")
-        try:
-            self.model_config(vocab_size=max(self.cutoffs, default=0) + 2)
-        except ValueError as e:
-            raise ValueError(f"{e}") from None
+    def validate(self) -> None:
+        """The model settings must fit together (e.g. --tie-weights needs --emb == --hidden)."""
+        self.model_config(vocab_size=max(self.cutoffs, default=0) + 2)
 
     def model_config(self, vocab_size: int) -> LMModelConfig:
         return LMModelConfig(vocab_size=vocab_size, model=self.model, emb=self.emb, hidden=self.hidden,
@@ -295,28 +289,24 @@ def prepare(cfg: LMConfig) -> tuple[Tokenizer, torch.Tensor, torch.Tensor | None
     return tokenizer, train_ids, valid_ids
 
 
-def datasets(cfg: LMConfig, tokenizer: Tokenizer) -> LMData:
-    """The training and validation token streams of a config, encoded with ``tokenizer``."""
-    train_text, valid_text, train_name, valid_name = load_texts(cfg)
-    train_ids = encode_checked(tokenizer, train_text, train_name, min_tokens=cfg.batch_size * 2)
-    valid_ids = encode_checked(tokenizer, valid_text, valid_name, 2) if valid_text is not None else None
-    return LMData(train_ids, valid_ids)
-
-
 class LMSpec(TaskSpec[LMConfig, Tokenizer, LMData]):
     """Language modelling for the driver: one tokenizer, token streams, :class:`LanguageModel`."""
 
     name = TASK
-    config_class = LMConfig
-    model_class = LanguageModel
     run_class = LMRun
     vocab_name = "tokenizer"
-    datasets = staticmethod(datasets)
     vocab_from_dict = staticmethod(tokenizer_from_dict)
 
     def prepare(self, cfg: LMConfig) -> tuple[Tokenizer, LMData]:
         tokenizer, train_ids, valid_ids = prepare(cfg)
         return tokenizer, LMData(train_ids, valid_ids)
+
+    def datasets(self, cfg: LMConfig, tokenizer: Tokenizer) -> LMData:
+        """The training and validation token streams of a config, encoded with ``tokenizer``."""
+        train_text, valid_text, train_name, valid_name = load_texts(cfg)
+        train_ids = encode_checked(tokenizer, train_text, train_name, min_tokens=cfg.batch_size * 2)
+        valid_ids = encode_checked(tokenizer, valid_text, valid_name, 2) if valid_text is not None else None
+        return LMData(train_ids, valid_ids)
 
     def model_config(self, cfg: LMConfig, vocabs: Tokenizer) -> LMModelConfig:
         return cfg.model_config(len(vocabs.vocab))

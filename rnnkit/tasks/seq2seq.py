@@ -22,7 +22,8 @@ unless ``valid_beam`` is 0, the BLEU and exact match of decoded validation sourc
 BLEU, chrF and exact match are computed on detokenised text: the target tokenizer's ``decode`` (words
 joined by single spaces, characters concatenated, BPE pieces joined by their ``▁`` markers), against
 the reference as written in the file (one reference per line). Several lines may share a source
-(Tatoeba lists several translations): each line is scored against its own reference.
+(Tatoeba lists several translations): each line is scored against its own reference, unless
+``group_references`` makes each distinct source one example with all its targets as references.
 
 The CLI (``rnnkit seq2seq ...``) is a thin layer over :func:`train`, :func:`resume` and :func:`load`.
 """
@@ -39,8 +40,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from rnnkit.data.batching import length_batches, restore_order
+from rnnkit.data.batching import RankBatches, length_batches, restore_order
 from rnnkit.data.pairs import MAX_CHARS, Pair, PairBatch, bundled_tatoeba, collate_pairs, read_parallel, read_tsv_pairs
+from rnnkit.data.pairs import group_references as group_pairs
 from rnnkit.data.tokenize import Tokenizer, build_tokenizer, tokenizer_from_dict
 from rnnkit.data.vocab import EOS
 from rnnkit.decode.search import Hypothesis, beam_search, greedy_search
@@ -49,7 +51,7 @@ from rnnkit.metrics.lm import perplexity
 from rnnkit.metrics.translation import bleu_from_stats, bleu_stats, corpus_scores, exact_matches
 from rnnkit.models.seq2seq import ATTENTION_TYPES, Seq2Seq, Seq2SeqConfig
 from rnnkit.nn.registry import describe_cells, resolve_cell
-from rnnkit.train.config import TrainConfig, option, task_default
+from rnnkit.train.config import TrainConfig, option, task_default, train_option, valid_option
 from rnnkit.train.distributed import DistInfo, is_main_process, shard
 from rnnkit.train.driver import Driver, TaskSpec
 from rnnkit.train.engine import StepResult
@@ -69,51 +71,44 @@ DEFAULT_MAX_LEN_A, DEFAULT_MAX_LEN_B = 2.0, 10  # at most 2 * source length + 10
 class Seq2SeqTaskConfig(TrainConfig):
     """Everything ``rnnkit seq2seq train`` needs: data, model and training fields (flag ``--x-y`` = field x_y)."""
 
-    train: str | None = option(None, "training pairs, a TSV file of source<TAB>target lines (default: the "
-                               "bundled Tatoeba English-French train split)")
-    valid: str | None = option(None, "validation pairs, TSV (default with bundled data: its valid split; "
-                               "otherwise none, and no validation runs)")
+    train: str | None = train_option("training pairs, a TSV file of source<TAB>target lines",
+                                     "the bundled Tatoeba English-French train split")
+    valid: str | None = valid_option("validation pairs, TSV", "its valid split")
     src_train: str | None = option(None, "training sources, one sentence per line (with --tgt-train, "
                                    "instead of --train)")
     tgt_train: str | None = option(None, "training targets, line-aligned with --src-train")
     src_valid: str | None = option(None, "validation sources (with --tgt-valid, instead of --valid)")
     tgt_valid: str | None = option(None, "validation targets, line-aligned with --src-valid")
     max_chars: int = option(MAX_CHARS, "pairs with a side longer than this many characters are skipped "
-                            "(with a warning giving the count)")
+                            "(with a warning giving the count)", low=1)
     out: str = option("runs/seq2seq", "run folder to write")
     level: str = option("word", "tokens: whitespace words, characters or BPE subwords (one tokenizer per side)",
                         choices=("word", "char", "subword"))
-    min_count: int = option(1, "word/char level: rarer symbols become <unk>")
-    max_vocab: int | None = option(None, "word/char level: keep at most this many symbols per side")
-    subword_vocab: int = option(8000, "subword level: BPE vocabulary size per side")
+    min_count: int = option(1, "word/char level: rarer symbols become <unk>", low=1)
+    max_vocab: int | None = option(None, "word/char level: keep at most this many symbols per side", low=1)
+    subword_vocab: int = option(8000, "subword level: BPE vocabulary size per side", low=1)
     cell: str = option("lstm", f"recurrent cell of the encoder and decoder: {describe_cells()}",
                        check=resolve_cell)
     attention: str = option("additive", "attention over the encoder outputs (none = the classic encoder-decoder)",
                             choices=ATTENTION_TYPES)
-    emb: int = option(128, "embedding size (both sides)")
-    enc_hidden: int = option(128, "encoder hidden size per direction")
-    hidden: int = option(256, "decoder hidden size (dot/scaled attention need 2 * --enc-hidden)")
-    layers: int = option(1, "recurrent layers of the encoder and of the decoder")
-    dropout: float = option(0.2, "dropout on embeddings, between layers and before the output layer")
+    emb: int = option(128, "embedding size (both sides)", low=1)
+    enc_hidden: int = option(128, "encoder hidden size per direction", low=1)
+    hidden: int = option(256, "decoder hidden size (dot/scaled attention need 2 * --enc-hidden)", low=1)
+    layers: int = option(1, "recurrent layers of the encoder and of the decoder", low=1)
+    dropout: float = option(0.2, "dropout on embeddings, between layers and before the output layer", fraction=True)
     tie_weights: bool = option(False, "share the target embedding and output weights (needs --emb == --hidden)")
     share_embeddings: bool = option(False, "one vocabulary and embedding for source and target")
-    label_smoothing: float = option(0.1, "label smoothing of the training loss (validation loss is unsmoothed)")
-    batch_size: int = option(64, "sentence pairs per batch")
+    label_smoothing: float = option(0.1, "label smoothing of the training loss (validation loss is unsmoothed)",
+                                    fraction=True)
+    batch_size: int = option(64, "sentence pairs per batch", low=1)
     bucket: bool = option(True, "batch pairs of similar length together (less padding)")
     valid_beam: int = option(1, "at each evaluation, translate the validation sources with this beam and log "
-                             "BLEU and exact match (1 = greedy, 0 = loss only)")
+                             "BLEU and exact match (1 = greedy, 0 = loss only)", low=0)
     # the default run: English -> French on the bundled Tatoeba subset inside a few minutes on 2 CPU cores
     epochs: int = task_default("epochs", 40)
     time_budget: float | None = task_default("time_budget", 300.0)
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        self.check_at_least(1, "emb", "enc_hidden", "hidden", "layers", "batch_size", "min_count", "subword_vocab",
-                            "max_chars")
-        if self.max_vocab is not None:
-            self.check_at_least(1, "max_vocab")
-        self.check_at_least(0, "valid_beam")
-        self.check_fraction("dropout", "label_smoothing")
+    def validate(self) -> None:
         for split in ("train", "valid"):
             tsv, src, tgt = getattr(self, split), getattr(self, f"src_{split}"), getattr(self, f"tgt_{split}")
             if tsv is not None and (src is not None or tgt is not None):
@@ -155,11 +150,13 @@ def _warn(message: str) -> None:
 
 def read_pairs(tsv: str | os.PathLike | None = None, src: str | os.PathLike | None = None,
                tgt: str | os.PathLike | None = None, *, max_chars: int = MAX_CHARS,
-               what: str = "sentence pairs") -> tuple[list[Pair], str]:
+               what: str = "sentence pairs", multi_target: bool = False) -> tuple[list[Pair], str]:
     """Pairs of a TSV file or of two parallel files, and a name for messages; over-long pairs are skipped
-    with one warning on stderr (count, first line numbers)."""
+    with one warning on stderr (count, first line numbers). ``multi_target``: a TSV line may hold several
+    target columns, one pair each (:func:`rnnkit.data.pairs.read_tsv_pairs`)."""
     if tsv is not None:
-        result, name = read_tsv_pairs(tsv, max_chars=max_chars, what=what), os.fspath(tsv)
+        result = read_tsv_pairs(tsv, max_chars=max_chars, what=what, multi_target=multi_target)
+        name = os.fspath(tsv)
     elif src is not None and tgt is not None:
         result = read_parallel(src, tgt, max_chars=max_chars, what=what)
         name = f"{os.fspath(src)} and {os.fspath(tgt)}"
@@ -315,25 +312,19 @@ class Seq2SeqTask:
                  info: DistInfo | None = None) -> None:
         self.cfg, self.tokenizers, self.device, self.info = cfg, tokenizers, device, info or DistInfo()
         shard(cfg.batch_size, self.info, "batch_size")  # checks that batches split evenly over ranks
-        self.train, self.keys = train, _sort_keys(train)
+        self.train = train
+        self.batches = RankBatches(_sort_keys(train), cfg.batch_size, seed=cfg.seed, bucket=cfg.bucket,
+                                   rank=self.info.rank, world_size=self.info.world_size)
         self.valid, self.valid_refs = valid, valid_refs
         self.has_valid = valid is not None
         self.selects_on = ("loss", "min")
         self.ddp_find_unused_parameters = False
 
-    def epoch_batches(self, epoch: int) -> list[list[int]]:
-        """This rank's batches of ``epoch`` (indices into the training pairs), a function of (seed, epoch)."""
-        batches = length_batches(self.keys, self.cfg.batch_size, shuffle=True, seed=self.cfg.seed, epoch=epoch,
-                                 bucket=self.cfg.bucket)
-        w = self.info.world_size
-        return [b[self.info.rank::w] for b in batches if len(b) >= w]
-
     def batches_per_epoch(self) -> int:
-        full, rest = divmod(len(self.train), self.cfg.batch_size)
-        return full + (1 if rest >= self.info.world_size else 0)
+        return len(self.batches)
 
     def train_batches(self, epoch: int, start: int) -> Iterator[PairBatch]:
-        for idx in self.epoch_batches(epoch)[start:]:
+        for idx in self.batches.epoch(epoch)[start:]:
             yield collate([self.train[i] for i in idx], self.tokenizers.target)
 
     def train_loss(self, model: Seq2Seq, batch: PairBatch, carry: Any) -> StepResult:
@@ -455,23 +446,35 @@ class Seq2SeqRun:
         return self._decode(sentences, beam=beam, nbest=nbest, length_penalty=length_penalty,
                             max_len_a=max_len_a, max_len_b=max_len_b, batch_size=batch_size)
 
-    def evaluate_pairs(self, pairs: Sequence[Pair], **search: Any) -> dict[str, float | int]:
-        """Scores of translations of ``pairs`` (see :meth:`evaluate`); ``search`` goes to :meth:`translate`."""
+    def evaluate_pairs(self, pairs: Sequence[Pair], *, group_references: bool = False,
+                       **search: Any) -> dict[str, float | int]:
+        """Scores of translations of ``pairs`` (see :meth:`evaluate`); ``search`` goes to :meth:`translate`.
+
+        With ``group_references`` the pairs that share a source are one example, translated once and scored
+        against all their targets (multi-reference BLEU and chrF; an exact match is a match of any of them),
+        and ``sentences`` counts the distinct sources. Otherwise each pair is scored against its own target.
+        """
         if not pairs:
             raise DataError("no sentence pairs to evaluate")
+        if group_references:
+            sources, references = group_pairs(pairs)
+            return corpus_scores(self.translate(sources, **search), references)
         hyps = self.translate([s for s, _ in pairs], **search)
         return corpus_scores(hyps, [t for _, t in pairs])
 
     def evaluate(self, test: str | os.PathLike | None = None, *, src: str | os.PathLike | None = None,
                  tgt: str | os.PathLike | None = None, beam: int = DEFAULT_BEAM,
                  length_penalty: float = DEFAULT_LENGTH_PENALTY, max_len_a: float = DEFAULT_MAX_LEN_A,
-                 max_len_b: int = DEFAULT_MAX_LEN_B) -> dict[str, float | int]:
+                 max_len_b: int = DEFAULT_MAX_LEN_B, group_references: bool = False) -> dict[str, float | int]:
         """BLEU, chrF (sacrebleu, detokenised, 0-100), exact match (fraction) and sentence count.
 
         Args:
             test: a TSV file of pairs; or ``src`` and ``tgt``, two line-aligned files. With none of them:
                 the run's validation pairs (the bundled valid split for the bundled data).
             beam, length_penalty, max_len_a, max_len_b: the search, as :meth:`translate`.
+            group_references: score each distinct source once against all its references: the targets of
+                every line that repeats it and, in a TSV file, further target columns
+                (``source<TAB>target<TAB>target...``); see :meth:`evaluate_pairs`.
 
         Pairs with a side longer than the run's ``max_chars`` are skipped with a warning (count).
         """
@@ -485,9 +488,10 @@ class Seq2SeqRun:
                 raise ConfigError("field 'test': the run has no validation pairs; give a test file")
             pairs = valid
         else:
-            pairs, _ = read_pairs(test, src, tgt, max_chars=self.config.max_chars, what="test pairs")
-        return self.evaluate_pairs(pairs, beam=beam, length_penalty=length_penalty, max_len_a=max_len_a,
-                                   max_len_b=max_len_b)
+            pairs, _ = read_pairs(test, src, tgt, max_chars=self.config.max_chars, what="test pairs",
+                                  multi_target=group_references)
+        return self.evaluate_pairs(pairs, group_references=group_references, beam=beam,
+                                   length_penalty=length_penalty, max_len_a=max_len_a, max_len_b=max_len_b)
 
     def attention(self, sentence: str, *, max_len_a: float = DEFAULT_MAX_LEN_A,
                   max_len_b: int = DEFAULT_MAX_LEN_B) -> tuple[list[str], list[str], Tensor]:
@@ -544,26 +548,22 @@ class Seq2SeqData:
     refs: list[str] | None
 
 
-def datasets(cfg: Seq2SeqTaskConfig, tokenizers: Seq2SeqTokenizers) -> Seq2SeqData:
-    """The training and validation pairs of a resumed run, encoded with its saved tokenizers."""
-    train_pairs, train_name = load_train_pairs(cfg)
-    return Seq2SeqData(tokenizers.encode_pairs(train_pairs, train_name), *_valid_data(cfg, tokenizers))
-
-
 class Seq2SeqSpec(TaskSpec[Seq2SeqTaskConfig, Seq2SeqTokenizers, Seq2SeqData]):
     """Translation for the driver: source and target tokenizers, sentence pairs, :class:`Seq2Seq`."""
 
     name = TASK
-    config_class = Seq2SeqTaskConfig
-    model_class = Seq2Seq
     run_class = Seq2SeqRun
     vocab_name = "tokenizers"
-    datasets = staticmethod(datasets)
     vocab_from_dict = staticmethod(Seq2SeqTokenizers.from_dict)
 
     def prepare(self, cfg: Seq2SeqTaskConfig) -> tuple[Seq2SeqTokenizers, Seq2SeqData]:
         tokenizers, train_ex, valid_ex, refs = prepare(cfg)
         return tokenizers, Seq2SeqData(train_ex, valid_ex, refs)
+
+    def datasets(self, cfg: Seq2SeqTaskConfig, tokenizers: Seq2SeqTokenizers) -> Seq2SeqData:
+        """The training and validation pairs of a resumed run, encoded with its saved tokenizers."""
+        train_pairs, train_name = load_train_pairs(cfg)
+        return Seq2SeqData(tokenizers.encode_pairs(train_pairs, train_name), *_valid_data(cfg, tokenizers))
 
     def model_config(self, cfg: Seq2SeqTaskConfig, vocabs: Seq2SeqTokenizers) -> Seq2SeqConfig:
         return vocabs.model_config(cfg)

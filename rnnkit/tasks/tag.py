@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from rnnkit.data.batching import length_batches, restore_order
+from rnnkit.data.batching import RankBatches, length_batches, restore_order
 from rnnkit.data.conll import CONLLU_COLUMNS, Sentence, bundled_ud_ewt, read_tagged
 from rnnkit.data.vectors import load_word_vectors
 from rnnkit.data.vocab import Vocab
@@ -41,7 +41,7 @@ from rnnkit.metrics.tagging import detect_scheme, span_scores, tagging_report
 from rnnkit.models.tagger import Tagger, TaggerBatch, TaggerConfig, collate_tagged
 from rnnkit.nn.crf import bio_constraints
 from rnnkit.nn.registry import describe_cells, resolve_cell
-from rnnkit.train.config import TrainConfig, option, task_default
+from rnnkit.train.config import TrainConfig, option, task_default, train_option, valid_option
 from rnnkit.train.distributed import DistInfo, is_main_process, shard
 from rnnkit.train.driver import Driver, TaskSpec
 from rnnkit.train.engine import StepResult
@@ -58,45 +58,39 @@ EVAL_BATCH = 128  # sentences per batch when predicting or evaluating (no gradie
 class TagConfig(TrainConfig):
     """Everything ``rnnkit tag train`` needs: data, model and training fields (flag ``--x-y`` = field x_y)."""
 
-    train: str | None = option(None, "training data, CoNLL-U or column file (default: the bundled UD English "
-                               "EWT train split)")
-    valid: str | None = option(None, "validation data (default with bundled data: the EWT dev split; "
-                               "otherwise none, and no validation runs)")
+    train: str | None = train_option("training data, CoNLL-U or column file", "the bundled UD English EWT train split")
+    valid: str | None = valid_option("validation data", "the EWT dev split")
     column: str | None = option(None, "label column: upos or xpos for CoNLL-U (default upos), a 0-based "
                                 "index for column files (default -1, the last)")
     out: str = option("runs/tag", "run folder to write")
-    min_count: int = option(1, "words seen fewer times in training become <unk>")
+    min_count: int = option(1, "words seen fewer times in training become <unk>", low=1)
     lowercase: bool = option(False, "look word embeddings up by the lowercased word (the character encoder "
                              "still sees the case): fewer unseen words")
-    word_dropout: float = option(0.05, "training: replace each word by <unk> with this probability")
+    word_dropout: float = option(0.05, "training: replace each word by <unk> with this probability", fraction=True)
     word_vectors: str | None = option(None, "pre-trained word vectors, word2vec/GloVe text format (their "
                                       "size must equal --emb)")
-    emb: int = option(100, "word embedding size")
-    chars: bool = option(True, "character encoder (a BiLSTM by default, see --char-cell) for each word")
-    char_emb: int = option(32, "character embedding size")
-    char_hidden: int = option(64, "character encoder hidden size per direction")
+    emb: int = option(100, "word embedding size", low=1)
+    chars: bool = option(True, "character encoder for each word (a bidirectional --char-cell)")
+    char_emb: int = option(32, "character embedding size", low=1)
+    char_hidden: int = option(64, "character encoder hidden size per direction", low=1)
     max_word_chars: int = option(24, "the character encoder reads a word's first and last N/2 characters "
-                                 "(0 = all)")
+                                 "(0 = all)", low=0)
     cell: str = option("lstm", f"recurrent cell of the sentence encoder: {describe_cells()}", check=resolve_cell)
     char_cell: str = option("lstm", f"recurrent cell of the character encoder: {describe_cells()}",
                             check=resolve_cell)
-    hidden: int = option(192, "sentence encoder hidden size per direction")
-    layers: int = option(1, "stacked sentence encoder layers")
-    dropout: float = option(0.33, "dropout on embeddings, between layers and before the output layer")
+    hidden: int = option(192, "sentence encoder hidden size per direction", low=1)
+    layers: int = option(1, "stacked sentence encoder layers", low=1)
+    dropout: float = option(0.33, "dropout on embeddings, between layers and before the output layer", fraction=True)
     crf: bool = option(False, "linear-chain CRF output layer (Viterbi decoding) instead of a softmax")
     constraints: str = option("auto", "CRF transition constraints: auto = BIO/BIOES constraints when the tag "
                               "set is BIO/BIOES and every training sentence obeys them", choices=("auto", "none"))
-    batch_size: int = option(32, "sentences per batch")
+    batch_size: int = option(32, "sentences per batch", low=1)
     bucket: bool = option(True, "batch sentences of similar length together (less padding)")
     # the default run: UPOS on the bundled UD English EWT inside a few minutes on 2 CPU cores
     time_budget: float | None = task_default("time_budget", 240.0)
     eval_every: int = task_default("eval_every", 150)
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        self.check_at_least(1, "emb", "char_emb", "char_hidden", "hidden", "layers", "batch_size", "min_count")
-        self.check_at_least(0, "max_word_chars")
-        self.check_fraction("dropout", "word_dropout")
+    def validate(self) -> None:
         check_column(self.column)
 
     def model_config(self, vocabs: TagVocabs) -> TaggerConfig:
@@ -287,7 +281,8 @@ class TagTask:
         self.cfg, self.vocabs, self.device, self.info = cfg, vocabs, device, info or DistInfo()
         shard(cfg.batch_size, self.info, "batch_size")  # checks that batches split evenly over ranks
         self.train = train
-        self.lengths = [len(e.words) for e in train]
+        self.batches = RankBatches([len(e.words) for e in train], cfg.batch_size, seed=cfg.seed, bucket=cfg.bucket,
+                                   rank=self.info.rank, world_size=self.info.world_size)
         self.valid, self.valid_gold = valid, valid_gold
         self.has_valid = valid is not None
         self.unk_id = vocabs.words.unk_id
@@ -295,18 +290,11 @@ class TagTask:
         self.selects_on = ("accuracy", "max") if self.scheme is None else ("f1", "max")
         self.ddp_find_unused_parameters = False
 
-    def _batches(self, epoch: int) -> list[list[int]]:
-        batches = length_batches(self.lengths, self.cfg.batch_size, shuffle=True, seed=self.cfg.seed,
-                                 epoch=epoch, bucket=self.cfg.bucket)
-        w = self.info.world_size
-        return [b[self.info.rank::w] for b in batches if len(b) >= w]
-
     def batches_per_epoch(self) -> int:
-        full, rest = divmod(len(self.train), self.cfg.batch_size)
-        return full + (1 if rest >= self.info.world_size else 0)
+        return len(self.batches)
 
     def train_batches(self, epoch: int, start: int) -> Iterator[TaggerBatch]:
-        for idx in self._batches(epoch)[start:]:
+        for idx in self.batches.epoch(epoch)[start:]:
             yield collate([self.train[i] for i in idx], self.vocabs, with_tags=True)
 
     def train_loss(self, model: Tagger, batch: TaggerBatch, carry: Any) -> StepResult:
@@ -451,17 +439,6 @@ class TagData:
     vectors: tuple | None = None
 
 
-def datasets(cfg: TagConfig, vocabs: TagVocabs) -> TagData:
-    """The training and validation data of a resumed run, encoded with its saved vocabularies."""
-    train_sents, valid, train_name, _ = load_sentences(cfg)
-    train_ex = _examples(vocabs, train_sents)
-    missing = next((i for i, e in enumerate(train_ex) if e.tags is None), None)
-    if missing is not None:
-        raise DataError(f"{train_name}: sentence {missing + 1} has a label the run's tag set lacks; "
-                        f"the training data changed since the run started")
-    return TagData(train_ex, valid, train_name)
-
-
 class TagSpec(TaskSpec[TagConfig, TagVocabs, TagData]):
     """Sequence labelling for the driver: word/char/tag vocabularies, sentences, :class:`Tagger`.
 
@@ -469,16 +446,23 @@ class TagSpec(TaskSpec[TagConfig, TagVocabs, TagData]):
     """
 
     name = TASK
-    config_class = TagConfig
-    model_class = Tagger
     run_class = TagRun
     meta_keys = ("constraints",)
-    datasets = staticmethod(datasets)
     vocab_from_dict = staticmethod(TagVocabs.from_dict)
 
     def prepare(self, cfg: TagConfig) -> tuple[TagVocabs, TagData]:
         vocabs, train_ex, valid, train_name, vectors = prepare(cfg)
         return vocabs, TagData(train_ex, valid, train_name, vectors)
+
+    def datasets(self, cfg: TagConfig, vocabs: TagVocabs) -> TagData:
+        """The training and validation data of a resumed run, encoded with its saved vocabularies."""
+        train_sents, valid, train_name, _ = load_sentences(cfg)
+        train_ex = _examples(vocabs, train_sents)
+        missing = next((i for i, e in enumerate(train_ex) if e.tags is None), None)
+        if missing is not None:
+            raise DataError(f"{train_name}: sentence {missing + 1} has a label the run's tag set lacks; "
+                            f"the training data changed since the run started")
+        return TagData(train_ex, valid, train_name)
 
     def model_config(self, cfg: TagConfig, vocabs: TagVocabs) -> TaggerConfig:
         return cfg.model_config(vocabs)

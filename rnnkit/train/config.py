@@ -3,8 +3,8 @@
 A task's config is a frozen dataclass that inherits the training fields of :class:`TrainConfig`. The CLI
 derives its flags from the fields (``help`` and ``choices`` live in field metadata), a config file
 (TOML or YAML) may set the same fields, and flags win over the file. Unknown keys, ill-typed values and
-values outside ``choices`` or below ``minimum`` raise :class:`~rnnkit.errors.ConfigError` naming the field
-(and the file).
+values outside ``choices`` or outside a declared range (``low``, ``fraction``) raise
+:class:`~rnnkit.errors.ConfigError` naming the field (and the file).
 """
 
 from __future__ import annotations
@@ -46,13 +46,30 @@ def parse_duration(value: str | float | int) -> float:
 
 
 def option(default: Any, help: str, *, choices: tuple | None = None, duration: bool = False,
-           flag: str | None = None, check: Callable[[Any], Any] | None = None,
-           minimum: float | None = None) -> Any:
-    """A config field: default plus the CLI help text and, optionally, its allowed values, its smallest
-    value, or a ``check`` that raises ValueError for a bad value (the message follows ``field 'name':``)."""
-    meta = {"help": help, "choices": choices, "duration": duration, "flag": flag, "check": check,
-            "minimum": minimum}
+           flag: str | None = None, check: Callable[[Any], Any] | None = None, low: int | None = None,
+           fraction: bool = False) -> Any:
+    """A config field: default plus the CLI help text and, optionally, its allowed values or a ``check``
+    that raises ValueError for a bad value (the message follows ``field 'name':``).
+
+    Ranges are declared here and enforced by :meth:`TrainConfig.__post_init__` for every task config:
+    ``low=N`` (the value must be >= N; None passes, for optional fields) and ``fraction=True`` (a rate
+    such as dropout: in [0, 1)).
+    """
+    meta = {"help": help, "choices": choices, "duration": duration, "flag": flag, "check": check, "low": low,
+            "fraction": fraction}
     return field(default=default, metadata=meta)
+
+
+def train_option(what: str, bundled: str) -> Any:
+    """The ``train`` field of a task whose default is its bundled data: ``what`` the files are, and which
+    bundled data stand in when none is given."""
+    return option(None, f"{what} (default: {bundled})")
+
+
+def valid_option(what: str, bundled: str) -> Any:
+    """The ``valid`` field beside :func:`train_option`: ``bundled`` is the validation data used with the
+    bundled training data; with training files and no ``valid``, no validation runs."""
+    return option(None, f"{what} (default with bundled data: {bundled}; otherwise none, and no validation runs)")
 
 
 @dataclass(frozen=True)
@@ -73,11 +90,11 @@ class TrainConfig:
     warmup_steps: int = option(0, "linear warm-up steps (cosine schedule)")
     patience: int = option(3, "early stopping: evaluations without improvement before stopping (0 = off)")
     clip: float = option(5.0, "clip gradients to this global norm (0 = off)")
-    epochs: int = option(10, "maximum number of epochs")
-    max_steps: int | None = option(None, "stop after this many optimiser steps in total")
+    epochs: int = option(10, "maximum number of epochs", low=1)
+    max_steps: int | None = option(None, "stop after this many optimiser steps in total", low=0)
     time_budget: float | None = option(None, "stop training after this wall time, N[s|m|h]", duration=True)
-    eval_every: int = option(0, "evaluate on --valid every N steps (0 = at the end of each epoch)", minimum=0)
-    log_every: int = option(50, "write a metrics line every N steps")
+    eval_every: int = option(0, "evaluate on --valid every N steps (0 = at the end of each epoch)", low=0)
+    log_every: int = option(50, "write a metrics line every N steps", low=1)
     seed: int = option(1, "random seed (model init, dropout, shuffling, sampling)")
     threads: int | None = option(None, "CPU threads for torch (default: torch's choice)")
     device: str = option("auto", "auto, cpu, cuda or cuda:N (under torchrun: each rank's own GPU)")
@@ -85,12 +102,20 @@ class TrainConfig:
                             choices=("fp32", "bf16", "fp16"))
 
     def __post_init__(self) -> None:
-        """Checks of the training fields; a task config adds its own (``super().__post_init__()`` first)."""
-        self.check_at_least(1, "epochs", "log_every")
+        """The ranges every field declares (``low``, ``fraction``: see :func:`option`), in field order, the
+        learning rate, then the task config's own cross-field checks (:meth:`validate`)."""
+        for f in dataclasses.fields(self):
+            if f.metadata.get("low") is not None and getattr(self, f.name) is not None:
+                self.check_at_least(f.metadata["low"], f.name)
+            if f.metadata.get("fraction"):
+                self.check_fraction(f.name)
         if self.lr <= 0:
             raise ValueError(f"field 'lr': must be > 0, got {self.lr}")
-        if self.max_steps is not None and self.max_steps < 0:
-            raise ValueError(f"field 'max_steps': must be >= 0, got {self.max_steps}")
+        self.validate()
+
+    def validate(self) -> None:
+        """Checks across fields, which a task config overrides (ValueError naming the field); ranges of single
+        fields are declared in :func:`option` instead."""
 
     def check_at_least(self, low: int, *names: str) -> None:
         """ValueError naming the first of ``names`` whose value is below ``low``."""
@@ -176,9 +201,6 @@ def coerce(cls: type, name: str, value: Any, source: str) -> Any:
     choices = f.metadata.get("choices")
     if choices and out not in choices:
         raise ConfigError(f"{where}: {out!r} is not one of {', '.join(map(str, choices))}")
-    minimum = f.metadata.get("minimum")
-    if minimum is not None and out < minimum:
-        raise ConfigError(f"{where}: must be >= {minimum}, got {out!r}")
     check = f.metadata.get("check")
     if check is not None:
         try:

@@ -38,9 +38,11 @@ import dataclasses
 import json
 import shutil
 import sys
+import typing
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -67,6 +69,19 @@ RUN_FILES = (CONFIG, TOKENIZER, METRICS, "best.safetensors", "last.safetensors",
 RESUME_FIELDS = ("max_steps", "time_budget", "epochs", "device", "threads")
 
 
+@dataclass
+class Run:
+    """A trained run as :meth:`Driver.load` returns it, for a task without a Run class of its own: the model
+    (in eval mode) with its config and vocabularies."""
+
+    path: Path
+    config: Any
+    vocabs: Any
+    model: nn.Module
+    device: torch.device
+    checkpoint: str = "best"
+
+
 class TaskSpec(ABC, Generic[C, V, D]):
     """What a task declares and supplies; :class:`Driver`'s ``train``, ``resume`` and ``load`` do the rest.
 
@@ -75,37 +90,56 @@ class TaskSpec(ABC, Generic[C, V, D]):
 
     Declared attributes:
         name: the task's name (``config.json``'s ``task``, checkpoints' ``task``, the CLI command).
-        config_class: a frozen dataclass deriving from :class:`TrainConfig`; its field defaults are
-            the task's defaults (for the CLI and the Python API alike).
-        model_class: the model, built from :meth:`model_config` (see :meth:`build_model`).
         run_class: the user-facing Run, built as ``run_class(path, config, vocabs, model, device,
-            checkpoint)``.
+            checkpoint)`` (by default :class:`Run`).
+        config_class: a frozen dataclass deriving from :class:`TrainConfig`; its field defaults are
+            the task's defaults (for the CLI and the Python API alike). By default the type of the
+            Run's ``config`` field.
+        model_class: the model, built from :meth:`model_config` (see :meth:`build_model`). By default the
+            type of the Run's ``model`` field.
         vocab_name: what ``tokenizer.json`` holds, for messages ("tokenizer", "vocabularies"...).
         meta_keys: the keys of :meth:`run_meta`, read back from the checkpoint on resume and load.
     """
 
     name: ClassVar[str]
+    run_class: ClassVar[type] = Run
     config_class: ClassVar[type]
     model_class: ClassVar[type]
-    run_class: ClassVar[type]
     vocab_name: ClassVar[str] = "vocabularies"
     meta_keys: ClassVar[tuple[str, ...]] = ()
 
-    @abstractmethod
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Fill ``config_class`` and ``model_class`` from the annotations of ``run_class`` (a dataclass with
+        ``config`` and ``model`` fields) where the subclass does not declare them."""
+        super().__init_subclass__(**kwargs)
+        run_class = cls.__dict__.get("run_class")
+        missing = [(attr, run_field) for attr, run_field in (("config_class", "config"), ("model_class", "model"))
+                   if attr not in cls.__dict__]
+        if run_class is None or not missing:
+            return
+        hints = typing.get_type_hints(run_class)
+        for attr, run_field in missing:
+            if run_field in hints:
+                setattr(cls, attr, hints[run_field])
+
     def prepare(self, cfg: C) -> tuple[V, D]:
-        """Read and check the data of a new run and build its vocabularies; write nothing."""
+        """Read and check the data of a new run and build its vocabularies; write nothing. By default, for a
+        task without vocabularies: ``({}, datasets(cfg, {}))``."""
+        return {}, self.datasets(cfg, {})
 
     @abstractmethod
     def datasets(self, cfg: C, vocabs: V) -> D:
         """Read and check the data of a resumed run, encoded with its saved vocabularies."""
 
     def vocab_to_dict(self, vocabs: V) -> dict[str, Any]:
-        """The JSON document saved as ``tokenizer.json`` (by default ``vocabs.to_dict()``)."""
-        return vocabs.to_dict()
+        """The JSON document saved as ``tokenizer.json``: ``vocabs.to_dict()``, or ``vocabs`` when they
+        are a dict already."""
+        return vocabs if isinstance(vocabs, dict) else vocabs.to_dict()
 
-    @abstractmethod
     def vocab_from_dict(self, d: Any) -> V:
-        """The vocabularies of a saved ``tokenizer.json``; KeyError/TypeError/ValueError when damaged."""
+        """The vocabularies of a saved ``tokenizer.json``; KeyError/TypeError/ValueError when damaged. By
+        default the document itself (vocabularies that are a dict, see :meth:`vocab_to_dict`)."""
+        return d
 
     @abstractmethod
     def model_config(self, cfg: C, vocabs: V) -> Any:
