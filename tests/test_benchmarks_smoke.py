@@ -176,3 +176,17 @@ def test_deployment_benchmark_scripts_quick(monkeypatch: pytest.MonkeyPatch,
     for r in res["results"]:
         assert r["requests"] > 0 and r["errors"] == {} and r["rss_first_mib"] > 0
     assert last_json(capsys.readouterr().out)["endpoint"] == "/v1/tag"
+
+
+def test_classify_quality_quick(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import classify_quality
+
+    res = classify_quality.main(["--quick", "--threads", "1", "--part", "sst2-lm", "trec"])
+    assert last_json(capsys.readouterr().out)["test_accuracy"] == {k: r["test"]["accuracy"]
+                                                                   for k, r in res["results"].items()}
+    assert list(res["results"]) == ["sst2", "sst2-lm", "trec"]  # sst2-lm brings the from-scratch run along
+    assert res["lm_gain"] == res["results"]["sst2-lm"]["test"]["accuracy"] - res["results"]["sst2"]["test"]["accuracy"]
+    assert res["results"]["sst2-lm"]["settings"]["init_from"] == res["results"]["sst2-lm"]["lm"]["path"]
+    assert sorted(res["results"]["trec"]["test"]["per_class"]) == ["DESC", "HUM", "LOC", "NUM"]
+    assert res["results"]["sst2"]["test"]["examples"] == 20 and res["results"]["trec"]["dev"]["examples"] == 8
