@@ -72,10 +72,11 @@ from rnnkit.models.transfer import (
     layer_groups,
 )
 from rnnkit.nn.registry import describe_cells, resolve_cell
+from rnnkit.tasks import lm as lm_task
 from rnnkit.train import checkpoint as ck
 from rnnkit.train import distributed as dist
 from rnnkit.train.config import TrainConfig, option, task_default
-from rnnkit.train.distributed import DistInfo, is_main_process, shard
+from rnnkit.train.distributed import DistInfo, is_main_process, shard, shard_batches, sharded_batch_count
 from rnnkit.train.driver import Driver, TaskSpec, read_json
 from rnnkit.train.engine import StepResult
 
@@ -89,11 +90,6 @@ DEFAULT_THRESHOLD = 0.5
 THRESHOLD = "threshold.json"  # in the run folder (the driver's RUN_FILES: replaced with the run)
 
 
-def _check_format(value: str | None) -> None:
-    if value is not None and value not in FORMATS:
-        raise ValueError(f"expected one of {', '.join(FORMATS)}, got {value!r}")
-
-
 @dataclass(frozen=True)
 class ClassifyConfig(TrainConfig):
     """Everything ``rnnkit classify train`` needs: data, model and training fields (flag ``--x-y`` = field x_y)."""
@@ -102,8 +98,8 @@ class ClassifyConfig(TrainConfig):
                                "English EWT, train split)")
     valid: str | None = option(None, "validation data, read like --train (default with bundled data: the EWT "
                                "dev split; otherwise none, and no validation runs)")
-    format: str | None = option(None, f"data format: {', '.join(FORMATS)} (default: from the file name: .tsv, "
-                                ".csv, .jsonl, .txt/.ft = fasttext)", check=_check_format)
+    format: str | None = option(None, "data format (default: from the file name: .tsv, .csv, .jsonl, .txt/.ft = "
+                                "fasttext)", choices=FORMATS)
     text_column: str | None = option(None, "tsv/csv: text column, a header name or 0-based index; jsonl: the "
                                      "text key (default: text)")
     label_column: str | None = option(None, "tsv/csv: label column, a header name or 0-based index; jsonl: "
@@ -414,19 +410,14 @@ class ClassifyTask:
         groups = discriminative_param_groups(model, 1.0, decay=self.cfg.pretrained_lr_decay)
         return [{"params": g["params"], "lr_scale": g["lr"]} for g in groups]
 
-    def _batches(self, epoch: int) -> list[list[int]]:
-        batches = length_batches(self.lengths, self.cfg.batch_size, shuffle=True, seed=self.cfg.seed,
-                                 epoch=epoch, bucket=self.cfg.bucket)
-        w = self.info.world_size
-        return [b[self.info.rank::w] for b in batches if len(b) >= w]
-
     def batches_per_epoch(self) -> int:
-        full, rest = divmod(len(self.train), self.cfg.batch_size)
-        return full + (1 if rest >= self.info.world_size else 0)
+        return sharded_batch_count(len(self.train), self.cfg.batch_size, self.info)
 
     def train_batches(self, epoch: int, start: int) -> Iterator[ClassifierBatch]:
         self.epoch = epoch  # gradual unfreezing follows the epoch
-        for idx in self._batches(epoch)[start:]:
+        batches = length_batches(self.lengths, self.cfg.batch_size, shuffle=True, seed=self.cfg.seed, epoch=epoch,
+                                 bucket=self.cfg.bucket)
+        for idx in shard_batches(batches, self.info)[start:]:
             yield collate([self.train[i] for i in idx], self.vocabs, self.cfg.multi_label, True)
 
     def train_loss(self, model: Classifier, batch: ClassifierBatch, carry: Any) -> StepResult:
@@ -600,8 +591,6 @@ def load_lm(cfg: ClassifyConfig) -> Any:
     """The ``init_from`` LM run, checked against the config (level, cell and sizes); None without it."""
     if cfg.init_from is None:
         return None
-    from rnnkit.tasks import lm as lm_task
-
     run = lm_task.load(cfg.init_from, device="cpu")
     if run.tokenizer.level != cfg.level:
         raise ConfigError(f"init_from: level: the language model {cfg.init_from} reads "

@@ -84,6 +84,19 @@ def shard(n: int, info: DistInfo, what: str) -> slice:
     return slice(info.rank * per, (info.rank + 1) * per)
 
 
+def shard_batches(batches: list[list[int]], info: DistInfo) -> list[list[int]]:
+    """Rank r's items ``r, r + W, ...`` of each batch of indices; a batch with fewer than W items (the last,
+    shorter one) is skipped by every rank, so that all ranks take the same number of steps."""
+    w = info.world_size
+    return [b[info.rank::w] for b in batches if len(b) >= w]
+
+
+def sharded_batch_count(n: int, batch_size: int, info: DistInfo) -> int:
+    """The number of :func:`shard_batches` batches in an epoch of ``n`` items cut into ``batch_size`` batches."""
+    full, rest = divmod(n, batch_size)
+    return full + (1 if rest >= info.world_size else 0)
+
+
 def all_sum(values: torch.Tensor) -> torch.Tensor:
     """Sum a tensor over all ranks (a no-op without a process group)."""
     if dist.is_initialized():
