@@ -223,8 +223,23 @@ def test_gradual_unfreezing_trains_only_the_head_in_the_first_epoch(data, lm_run
     lm_rows = [lm_run.tokenizer.vocab.stoi[vocab.itos[i]] for i in shared]
     assert torch.equal(groups["embedding"][0][shared], lm_run.model.embedding.weight[lm_rows])
     assert torch.equal(run.model.rnn.weight_hh_l0, lm_run.model.rnn.weight_hh_l0)
-    with pytest.raises(ConfigError, match="field 'unfreeze': gradual unfreezing .* DistributedDataParallel"):
-        classify.ClassifyTask(run.config, run.vocabs, [], None, torch.device("cpu"), DistInfo(0, 2))
+    start = classify.train(out=str(tmp_path / "start"), init_from=str(lm_run.path), max_steps=0, bidirectional=False,
+                           **columns(data[0]), **TINY)  # the same initialisation, untrained
+    assert torch.equal(start.model.rnn.weight_hh_l0, run.model.rnn.weight_hh_l0)
+    assert not torch.equal(start.model.output.weight, run.model.output.weight)  # the head trained
+
+
+def test_gradual_unfreezing_is_refused_under_torchrun_before_anything_is_written(data, lm_run, tmp_path,
+                                                                                 monkeypatch):
+    out = tmp_path / "c"
+    out.mkdir()
+    (out / "config.json").write_text("an earlier run")
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)  # as under torchrun with 2 processes
+    monkeypatch.setattr(torch.distributed, "get_world_size", lambda: 2)
+    with pytest.raises(ConfigError, match="^field 'unfreeze': gradual unfreezing .* DistributedDataParallel"):
+        classify.train(out=str(out), init_from=str(lm_run.path), unfreeze=1, overwrite=True, **columns(data[0]),
+                       **TINY)
+    assert [p.name for p in out.iterdir()] == ["config.json"] and (out / "config.json").read_text() == "an earlier run"
 
 
 def test_discriminative_learning_rates_reach_the_optimizer(data, lm_run, tmp_path):

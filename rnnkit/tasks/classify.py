@@ -385,10 +385,6 @@ class ClassifyTask:
                  device: torch.device, info: DistInfo | None = None) -> None:
         self.cfg, self.vocabs, self.device, self.info = cfg, vocabs, device, info or DistInfo()
         shard(cfg.batch_size, self.info, "batch_size")  # checks that batches split evenly over ranks
-        if cfg.unfreeze and self.info.enabled:
-            raise ConfigError("field 'unfreeze': gradual unfreezing changes which parameters train from one epoch "
-                              "to the next, which DistributedDataParallel does not allow; train in one process "
-                              "or use --unfreeze 0")
         self.train, self.valid = train, valid
         self.lengths = [len(it.words) for it in train]
         self.has_valid = valid is not None
@@ -587,6 +583,14 @@ class ClassifyData:
     vocab: Vocab | None = None  # the classifier's token vocabulary, with ``lm``
 
 
+def check_processes(cfg: ClassifyConfig) -> None:
+    """Refuse gradual unfreezing under torchrun (after the process group is joined, before anything is written)."""
+    if cfg.unfreeze and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
+        raise ConfigError("field 'unfreeze': gradual unfreezing changes which parameters train from one epoch to "
+                          "the next, which DistributedDataParallel does not allow; train in one process or use "
+                          "--unfreeze 0")
+
+
 def load_lm(cfg: ClassifyConfig) -> Any:
     """The ``init_from`` LM run, checked against the config (level, cell and sizes); None without it."""
     if cfg.init_from is None:
@@ -609,6 +613,7 @@ def _encoded(cfg: ClassifyConfig, vocabs: ClassifyVocabs, train: list[Example], 
 
 def prepare(cfg: ClassifyConfig) -> tuple[ClassifyVocabs, ClassifyData]:
     """Read, check and encode the data of a new run, load and check ``init_from``; nothing is written."""
+    check_processes(cfg)
     train, valid, train_name = load_examples(cfg)
     lm = load_lm(cfg)
     vocabs = build_vocabs(cfg, train, lm.tokenizer if lm is not None else None)
@@ -623,6 +628,7 @@ def prepare(cfg: ClassifyConfig) -> tuple[ClassifyVocabs, ClassifyData]:
 
 def datasets(cfg: ClassifyConfig, vocabs: ClassifyVocabs) -> ClassifyData:
     """The training and validation data of a resumed run, encoded with its saved vocabularies."""
+    check_processes(cfg)
     train, valid, train_name = load_examples(cfg)
     train_items, valid_items = _encoded(cfg, vocabs, train, valid, train_name)
     bad = next((ex for ex, it in zip(train, train_items) if it.unseen), None)
