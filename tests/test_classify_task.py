@@ -248,3 +248,30 @@ def test_discriminative_learning_rates_reach_the_optimizer(data, lm_run, tmp_pat
     groups = ck.load_checkpoint(tmp_path / "c" / "last.safetensors").meta["optimizer"]["param_groups"]
     lr = TINY["lr"]  # no schedule: every step at --lr, times the group's scale (embedding, rnn.0, head)
     assert [(g["lr_scale"], g["lr"]) for g in groups] == [(0.25, lr / 4), (0.5, lr / 2), (1.0, lr)]
+
+
+def test_validation_counts_and_batches_sum_over_ranks(data, trained, tmp_path):
+    """Two ranks' evaluation statistics add up to one process's, and their batches split each batch."""
+    _, run = trained
+    spec = classify.DRIVER.spec
+    prepared = spec.datasets(run.config, run.vocabs)
+    test = write_tsv(tmp_path / "v.tsv", [("good film", "pos"), ("great", "wow"), ("bad", "neg")])
+    valid = prepared.valid + classify.encode_examples(run.vocabs, classify.read_examples(run.config, test, "v"), "v")
+    tasks = [classify.ClassifyTask(run.config, run.vocabs, prepared.train, valid, torch.device("cpu"), DistInfo(r, w))
+             for r, w in ((0, 1), (0, 2), (1, 2))]
+    one, *ranks = [t.evaluate_stats(run.model) for t in tasks]
+    summed = {k: ranks[0][k] + ranks[1][k] for k in one}
+    assert summed == pytest.approx(one)
+    metrics = tasks[0].summarize(one)
+    assert metrics["accuracy"] == pytest.approx(run.evaluate(valid_examples(run, test))["accuracy"])
+    assert metrics["micro_f1"] == pytest.approx(metrics["accuracy"])  # multi-class: every error is one fp + one fn
+    whole = [b.words.size(0) for b in tasks[0].train_batches(1, 0)]
+    halves = [[b.words.size(0) for b in t.train_batches(1, 0)] for t in tasks[1:]]
+    assert len(whole) == tasks[0].batches_per_epoch() == len(halves[0]) == tasks[1].batches_per_epoch()
+    assert [a + b for a, b in zip(*halves)] == whole
+
+
+def valid_examples(run, extra: Path) -> list[Example]:
+    """The run's validation examples followed by those of ``extra``."""
+    _, valid, _ = classify.load_examples(run.config)
+    return valid + classify.read_examples(run.config, extra, "v")

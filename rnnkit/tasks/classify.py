@@ -424,6 +424,7 @@ class ClassifyTask:
                                  class_weights=self.class_weights, penalty=self.cfg.penalty)
         return StepResult(loss_sum, n)
 
+    @torch.no_grad()
     def evaluate_stats(self, model: Classifier) -> dict[str, float]:
         """Summed loss and counts on this rank's share of the validation texts."""
         assert self.valid is not None
