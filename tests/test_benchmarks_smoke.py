@@ -218,3 +218,18 @@ def test_phases_summary_flags_a_collapse_and_leaves_out_validation_windows(tmp_p
                                               "median/slowest": 1.04, "flag": False}
     rows[3]["eval"] = False  # the slow window without its validation pass: a collapse
     assert phases.summary(rows, warmup=1)["flag"] is True
+
+
+
+def test_classify_quality_quick(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import classify_quality
+
+    res = classify_quality.main(["--quick", "--threads", "1", "--part", "sst2-lm", "trec"])
+    assert last_json(capsys.readouterr().out)["test_accuracy"] == {k: r["test"]["accuracy"]
+                                                                   for k, r in res["results"].items()}
+    assert list(res["results"]) == ["sst2", "sst2-lm", "trec"]  # sst2-lm brings the from-scratch run along
+    assert res["lm_gain"] == res["results"]["sst2-lm"]["test"]["accuracy"] - res["results"]["sst2"]["test"]["accuracy"]
+    assert res["results"]["sst2-lm"]["settings"]["init_from"] == res["results"]["sst2-lm"]["lm"]["path"]
+    assert sorted(res["results"]["trec"]["test"]["per_class"]) == ["DESC", "HUM", "LOC", "NUM"]
+    assert res["results"]["sst2"]["test"]["examples"] == 20 and res["results"]["trec"]["dev"]["examples"] == 8

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import rnnkit.cli
+import rnnkit.tasks.classify as classify
 import rnnkit.tasks.lm as lm
 import rnnkit.tasks.seq2seq as s2s
 import rnnkit.tasks.tag as tag
@@ -23,6 +24,9 @@ TASKS = {
     "tag": (tag, {"train": DATA / "tag.tsv", "valid": DATA / "tag.tsv", "hidden": 4, "emb": 4, "char_emb": 4,
                   "char_hidden": 4, "batch_size": 8, "crf": True, "chars": False}),
     "seq2seq": (s2s, {"train": DATA / "seq2seq.tsv", "emb": 4, "enc_hidden": 4, "hidden": 8, "batch_size": 8}),
+    "classify": (classify, {"train": DATA / "seq2seq.tsv", "valid": DATA / "seq2seq.tsv", "format": "tsv",
+                            "text_column": "0", "label_column": "1", "emb": 4, "hidden": 4, "batch_size": 8,
+                            "pooling": "attention", "bidirectional": False}),
 }
 
 
@@ -47,7 +51,7 @@ def test_python_api_and_cli_write_the_same_config(name, tmp_path, capsys):
     extra = {"lm": ["--sample-length", "0"], "seq2seq": ["--samples", "0"]}.get(name, [])
     assert main([name, "train", "--out", str(tmp_path / "cli"), "--no-progress", *flags(fields), *extra]) == 0
     err = capsys.readouterr().err
-    if name == "tag":  # the stop line says what the tagger selects its best checkpoint on
+    if name in ("tag", "classify"):  # the stop line says what the task selects its best checkpoint on
         assert "best checkpoint by validation accuracy (highest)" in err
     api = json.loads((tmp_path / "api" / "config.json").read_text())
     cli = json.loads((tmp_path / "cli" / "config.json").read_text())
@@ -91,5 +95,5 @@ def test_a_broken_task_module_fails_loudly(monkeypatch):
 
 def test_every_task_is_registered(capsys):
     text = help_text(capsys)
-    for name in ("lm", "tag", "seq2seq", "plot"):
+    for name in ("lm", "tag", "seq2seq", "classify", "plot"):
         assert name in text

@@ -19,8 +19,10 @@ from rnnkit.cli.main import main
 from rnnkit.decode import stream
 from rnnkit.export import onnx as export_onnx
 from rnnkit.export.onnx import export
-from rnnkit.tasks import lm, seq2seq, tag
+from rnnkit.tasks import classify, lm, seq2seq, tag
 from rnnkit.tasks.tag import collate, encode
+from tests.test_classify_task import texts
+from tests.test_classify_task import write_tsv as write_texts
 from tests.test_lm_task import make_text
 from tests.test_seq2seq_task import reverse_pairs, write_tsv
 from tests.test_tag_task import ner_sentences, write_columns
@@ -82,6 +84,22 @@ def s2s_export(request, tmp_path_factory):
     run = seq2seq.train(out=str(tmp / name), train=str(data), max_steps=30, progress=False, emb=16, enc_hidden=16,
                         hidden=32, layers=2, batch_size=16, lr=0.01, time_budget=None, threads=1, dropout=0.0,
                         seed=3, **request.param)
+    return run, export(run.path, tmp / f"{name}-onnx")
+
+
+@pytest.fixture(scope="module", params=[dict(pooling="attention", chars=True, cell="lstm", attention_heads=2),
+                                        dict(pooling="last", chars=False, cell="gru", multi_label=True),
+                                        dict(pooling="max", chars=False, cell="lstm", bidirectional=False)])
+def classify_export(request, tmp_path_factory):
+    import random
+
+    tmp = tmp_path_factory.mktemp("cls")
+    data = write_texts(tmp / "train.tsv", texts(random.Random(4), 60))
+    name = "cls-" + "-".join(f"{v}" for v in request.param.values())
+    label_sep = "|" if request.param.get("multi_label") else None
+    run = classify.train(out=str(tmp / name), train=str(data), text_column="text", label_column="label",
+                         label_sep=label_sep, max_steps=6, progress=False, emb=8, char_emb=4, char_hidden=4, hidden=8,
+                         layers=2, batch_size=8, threads=1, time_budget=None, lr=0.01, seed=3, **request.param)
     return run, export(run.path, tmp / f"{name}-onnx")
 
 
@@ -222,6 +240,31 @@ def test_seq2seq_translation_through_graphs_equals_rnnkit(s2s_export, beam):
     search = example.greedy if beam == 1 else (lambda m, ids: example.beam(m, ids, beam))
     got = [target.decode(search(m, source.encode(s))) for s in sentences]
     assert got == run.translate(sentences, beam=beam)
+
+
+# --- classifier -----------------------------------------------------------------------------------------------
+
+CLASSIFY_TEXTS = ["the film was good", "bad", "it was a very fine plot film", "zorglub good really"]
+
+
+def test_classifier_graph_equals_pytorch(classify_export):
+    run, folder = classify_export
+    items = [run.vocabs.encode(t) for t in CLASSIFY_TEXTS]  # variable lengths in one batch
+    batch = classify.collate(items, run.vocabs, run.config.multi_label, with_labels=False)
+    feeds = {"words": batch.words.numpy(), "lengths": batch.lengths.numpy()}
+    if batch.chars is not None:
+        feeds |= {"chars": batch.chars.numpy(), "char_lengths": batch.char_lengths.numpy()}
+    (got,) = session(folder, "classifier").run(None, feeds)
+    np.testing.assert_allclose(got, run.probabilities(CLASSIFY_TEXTS).numpy(), **TOL)
+
+
+def test_classify_example_runs_where_torch_cannot_be_imported(classify_export, no_torch):
+    run, folder = classify_export
+    out = run_example(folder, no_torch, "classify", *CLASSIFY_TEXTS)
+    key = "labels" if run.config.multi_label else "label"
+    assert [o[key] for o in out] == run.predict(CLASSIFY_TEXTS)
+    got = [[o["probabilities"][lab] for lab in run.labels] for o in out]
+    np.testing.assert_allclose(got, run.probabilities(CLASSIFY_TEXTS).numpy(), **TOL)
 
 
 # --- the folder, quantisation, the CLI ------------------------------------------------------------------------

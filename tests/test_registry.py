@@ -22,7 +22,7 @@ from rnnkit.models.seq2seq import Seq2Seq, Seq2SeqConfig
 from rnnkit.models.tagger import TaggerConfig
 from rnnkit.nn import GRU, LSTM, RNN, LSTMCell, MinGRU, MinLSTM, Recurrent, RecurrentCell, registry
 from rnnkit.nn.registry import cell_names, recurrent_layer, register_cell, resolve_cell
-from rnnkit.tasks import lm, tag
+from rnnkit.tasks import classify, lm, tag
 from rnnkit.tasks import seq2seq as s2s
 
 
@@ -243,6 +243,8 @@ def files(tmp_path_factory):
             lines.append(f"{w}\t{'N' if w in ('cat', 'mat', 'dog') else 'X'}")
         lines.append("")
     (folder / "tags.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    docs = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(2, 5))) for _ in range(24)]
+    (folder / "texts.tsv").write_text("".join(f"{d}\t{'N' if 'cat' in d else 'X'}\n" for d in docs), encoding="utf-8")
     return folder
 
 
@@ -256,6 +258,10 @@ def train_task(task: str, cell: str, files, out):
     if task == "tag":
         return tag.train(out=str(out), train=str(files / "tags.txt"), cell=cell, char_cell=cell, emb=6, char_emb=4,
                          char_hidden=3, hidden=5, layers=2, batch_size=4, **TRAIN)
+    if task == "classify":
+        return classify.train(out=str(out), train=str(files / "texts.tsv"), text_column="0", label_column="1",
+                              cell=cell, char_cell=cell, chars=True, emb=6, char_emb=4, char_hidden=3, hidden=5,
+                              layers=2, batch_size=4, **TRAIN)
     return s2s.train(out=str(out), train=str(files / "pairs.tsv"), cell=cell, emb=6, enc_hidden=4, hidden=8,
                      layers=2, batch_size=4, valid_beam=0, **TRAIN)
 
@@ -269,27 +275,30 @@ def outputs(task: str, run):
         return model(torch.randint(len(run.tokenizer.vocab), (2, 7)))[0], run.generate("the", length=5, seed=1)
     if task == "tag":
         return run.predict([["the", "cat", "sat"], ["a", "dog"]]), model.word_embedding.weight
+    if task == "classify":
+        return run.probabilities(["the cat sat", "a dog"]), model.word_embedding.weight
     src = torch.randint(4, len(run.tokenizers.source.vocab), (2, 4))
     tgt = torch.randint(4, len(run.tokenizers.target.vocab), (2, 3))
     return model(src, torch.tensor([4, 2]), tgt), run.translate(["the cat", "a dog sat"], beam=3, max_len_b=4)
 
 
 def field_of(task: str) -> str:
-    return {"lm": "model", "tag": "cell", "seq2seq": "cell"}[task]
+    return {"lm": "model", "tag": "cell", "seq2seq": "cell", "classify": "cell"}[task]
 
 
 @pytest.mark.parametrize("cell", CELLS)
-@pytest.mark.parametrize("task", ["lm", "tag", "seq2seq"])
+@pytest.mark.parametrize("task", ["lm", "tag", "seq2seq", "classify"])
 def test_every_cell_trains_and_reloads_in_every_task(task, cell, files, tmp_path):
     run = train_task(task, cell, files, tmp_path / "run")
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert saved[field_of(task)] == cell
-    if task == "tag":
+    if task in ("tag", "classify"):
         assert saved["char_cell"] == cell
-    loader = {"lm": lm.load, "tag": tag.load, "seq2seq": s2s.load}[task]
+    loader = {"lm": lm.load, "tag": tag.load, "seq2seq": s2s.load, "classify": classify.load}[task]
     again = loader(tmp_path / "run")
     expected_type = {"rnn": RNN, "lstm": LSTM, "gru": GRU, "mingru": MinGRU, "minlstm": MinLSTM}.get(cell, Recurrent)
-    layers = {"lm": ["rnn"], "tag": ["lstm", "char_lstm"], "seq2seq": ["encoder", "decoder"]}[task]
+    layers = {"lm": ["rnn"], "tag": ["lstm", "char_lstm"], "seq2seq": ["encoder", "decoder"],
+              "classify": ["rnn", "char_lstm"]}[task]
     assert all(type(getattr(again.model, name)) is expected_type for name in layers)
     for a, b in zip(_flat(outputs(task, run)), _flat(outputs(task, again))):
         assert torch.equal(a, b) if isinstance(a, torch.Tensor) else a == b

@@ -138,6 +138,32 @@ def test_endpoints_equal_the_python_api_and_bad_requests_are_refused(runs):
         assert proc.poll() is None
 
 
+def test_classify_endpoint_equals_the_python_api(tmp_path):
+    import random
+
+    from rnnkit.tasks import classify
+    from tests.test_classify_task import texts
+    from tests.test_classify_task import write_tsv as write_texts
+
+    data = write_texts(tmp_path / "t.tsv", texts(random.Random(5), 40))
+    run = classify.train(out=str(tmp_path / "genre"), train=str(data), text_column="text", label_column="label",
+                         max_steps=3, emb=8, hidden=8, batch_size=8, threads=1, time_budget=None, progress=False)
+    sample = ["the film was good", "bad", "a very fine plot"]
+    with server([run.path]) as (base, proc):
+        c = httpx.Client(base_url=base, timeout=30)
+        assert c.post("/v1/classify", json={"texts": sample}).json()["predictions"] == run.predict(sample)
+        got = c.post("/v1/classify", json={"texts": sample, "top_k": 2}).json()["predictions"]
+        want = run.predict(sample, top_k=2)
+        assert [[lab for lab, _ in row] for row in got] == [[lab for lab, _ in row] for row in want]
+        assert [p for row in got for _, p in row] == pytest.approx([p for row in want for _, p in row], abs=1e-6)
+        r = c.post("/v1/classify", json={"texts": ["good", "  "]})
+        assert r.status_code == 422 and "text 1 is empty" in r.json()["detail"][0]["msg"]
+        r = c.post("/v1/classify", json={"texts": ["good"], "top_k": 9})
+        assert r.status_code == 422 and r.json()["detail"] == "field 'top_k': must be in 1..3 (the number of " \
+            "classes), got 9"
+        assert proc.poll() is None
+
+
 def test_concurrent_requests_are_batched_and_equal_unbatched(runs):
     tag_run = runs["tag"]
     sentences = [tokens for tokens, _ in ner_sentences(16, 5)]

@@ -14,14 +14,14 @@ from rnnkit.errors import RnnkitError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from rnnkit.cli import export, lm, plot, seq2seq, serve, tag  # a broken module fails here, loudly
+    from rnnkit.cli import classify, export, lm, plot, seq2seq, serve, tag  # a broken module fails here, loudly
 
     parser = argparse.ArgumentParser(
         prog="rnnkit", description="Recurrent neural networks on sequences: train, evaluate and use "
-        "language models, taggers and attention seq2seq models.")
+        "language models, taggers, attention seq2seq models and text classifiers.")
     parser.add_argument("--version", action="version", version=f"rnnkit {__version__}")
     tasks = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (lm, tag, seq2seq, plot, export, serve):
+    for module in (lm, tag, seq2seq, classify, plot, export, serve):
         module.register(tasks)
     return parser
 

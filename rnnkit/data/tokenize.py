@@ -30,7 +30,7 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from rnnkit.data.vocab import BOS, EOS, PAD, UNK, Vocab
+from rnnkit.data.vocab import BOS, EOS, PAD, UNK, Vocab, check_format
 
 __all__ = [
     "LEVELS",
@@ -329,9 +329,7 @@ def tokenizer_from_dict(d: dict[str, Any]) -> Tokenizer:
     Raises:
         ValueError: ``d`` is not a tokenizer dict or is damaged (the caller names the file).
     """
-    if not isinstance(d, dict) or d.get("format") != _FORMAT:
-        got = d.get("format") if isinstance(d, dict) else type(d).__name__
-        raise ValueError(f"not an rnnkit tokenizer (expected format {_FORMAT!r}, got {got!r})")
+    check_format(d, _FORMAT, "an rnnkit tokenizer")
     level = d.get("level")
     if level not in LEVELS:
         raise ValueError(f"rnnkit tokenizer has an unknown level {level!r}")

@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-__all__ = ["BOS", "EOS", "PAD", "UNK", "Vocab"]
+__all__ = ["BOS", "EOS", "PAD", "UNK", "Vocab", "check_format"]
 
 PAD = "<pad>"
 UNK = "<unk>"
@@ -19,6 +19,14 @@ BOS = "<bos>"
 EOS = "<eos>"
 
 _FORMAT = "rnnkit.vocab/1"
+
+
+def check_format(d: Any, expected: str, what: str) -> None:
+    """The JSON document ``d`` (a saved vocabulary, tokenizer...) must be a dict whose ``format`` is ``expected``;
+    ValueError ``not WHAT (expected format ..., got ...)`` otherwise (the caller names the file)."""
+    if not isinstance(d, dict) or d.get("format") != expected:
+        got = d.get("format") if isinstance(d, dict) else type(d).__name__
+        raise ValueError(f"not {what} (expected format {expected!r}, got {got!r})")
 
 
 class Vocab:
@@ -212,9 +220,7 @@ class Vocab:
             ValueError: ``d`` is not a vocabulary dict (the caller names the file in a
                 CheckpointError/DataError).
         """
-        if not isinstance(d, dict) or d.get("format") != _FORMAT:
-            got = d.get("format") if isinstance(d, dict) else type(d).__name__
-            raise ValueError(f"not an rnnkit vocabulary (expected format {_FORMAT!r}, got {got!r})")
+        check_format(d, _FORMAT, "an rnnkit vocabulary")
         try:
             specials, unk, tokens = d["specials"], d["unk"], d["tokens"]
         except KeyError as e:

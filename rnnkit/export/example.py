@@ -7,6 +7,7 @@ It reads ``model.json`` beside it for the task, the graphs and their tensors' na
     python example.py generate "ROMEO:" --length 50      # LM: greedy continuation
     python example.py tag "The cat sat ." "A dog ran ."  # tagger: one whitespace-tokenised sentence per argument
     python example.py translate "a sentence" [--beam 5]  # seq2seq: greedy (or beam) translation
+    python example.py classify "a text" "another text"   # classifier: label and probabilities of each text
 
 Every command prints one JSON object per line. The functions below are the reference for other runtimes:
 
@@ -14,6 +15,8 @@ Every command prints one JSON object per line. The functions below are the refer
   feeds ``lm_step`` one token at a time, carrying the state tensors (named in ``model.json``, zeros at first).
 * Tagging runs ``tagger`` (words, lengths[, chars, char_lengths] -> scores (B, T, K)), then takes the argmax,
   or with the CRF head (``crf.json``) the Viterbi path: ``viterbi`` below, a small numpy post-step.
+* Classification runs ``classifier`` (words, lengths[, chars, char_lengths] -> probabilities (B, K)), then
+  takes the argmax, or for multi-label runs every label above ``model.json``'s ``threshold``.
 * Translation runs ``encoder`` once, then ``decoder_step`` per output token; at most
   ``floor(2 * source tokens + 10)`` tokens, then ``<eos>`` is forced (rnnkit's defaults).
 """
@@ -183,6 +186,19 @@ def viterbi(scores: np.ndarray, start: np.ndarray, trans: np.ndarray, end: np.nd
     return path[::-1]
 
 
+def char_feeds(m: Exported, vocab: dict, words: list[list[str]], shape: tuple[int, int]) -> dict[str, np.ndarray]:
+    """``chars`` (B, T, C) and ``char_lengths`` (B, T) of each text's words, for a graph with a character encoder."""
+    chars = Tokenizer({"level": "char", "vocab": vocab})
+    width = max(len(w) for s in words for w in s)
+    feeds = {"chars": np.full(tuple(shape) + (width,), m.meta["char_pad_id"], dtype=np.int64),
+             "char_lengths": np.zeros(shape, dtype=np.int64)}
+    for b, s in enumerate(words):
+        for t, w in enumerate(s):
+            feeds["chars"][b, t, :len(w)] = chars._lookup(list(w))
+            feeds["char_lengths"][b, t] = len(w)
+    return feeds
+
+
 def tag(m: Exported, sentences: list[list[str]]) -> list[list[str]]:
     """Tags of tokenised sentences (each non-empty)."""
     v = m.json(m.meta["vocabs"])
@@ -191,15 +207,9 @@ def tag(m: Exported, sentences: list[list[str]]) -> list[list[str]]:
     ids, lengths = pad([words._lookup(s) for s in keys], words.pad_id)
     feeds = {"words": ids, "lengths": lengths}
     if v["chars"] is not None:
-        chars, n = Tokenizer({"level": "char", "vocab": v["chars"]}), v["max_word_chars"]
+        n = v["max_word_chars"]
         trim = [[w if not n or len(w) <= n else w[:(n + 1) // 2] + w[len(w) - n // 2:] for w in s] for s in sentences]
-        width = max(len(w) for s in trim for w in s)
-        feeds["chars"] = np.full(ids.shape + (width,), m.meta["char_pad_id"], dtype=np.int64)
-        feeds["char_lengths"] = np.zeros(ids.shape, dtype=np.int64)
-        for b, s in enumerate(trim):
-            for t, w in enumerate(s):
-                feeds["chars"][b, t, :len(w)] = chars._lookup(list(w))
-                feeds["char_lengths"][b, t] = len(w)
+        feeds.update(char_feeds(m, v["chars"], trim, ids.shape))
     scores = m.run("tagger", feeds)["scores"]  # (B, T, K)
     crf = m.json(m.meta["crf"]) if m.meta["crf"] else None
     labels, out = m.meta["labels"], []
@@ -210,6 +220,28 @@ def tag(m: Exported, sentences: list[list[str]]) -> list[list[str]]:
             path = scores[b, :n].argmax(axis=1).tolist()
         out.append([labels[i] for i in path])
     return out
+
+
+# --- classifier ---------------------------------------------------------------------------------------------
+
+def classify(m: Exported, texts: list[str]) -> np.ndarray:
+    """Class probabilities (N, K) of texts (each with at least one token), labels in ``model.json``'s order."""
+    v = m.json(m.meta["vocabs"])
+    tok = Tokenizer(v["tokenizer"])
+    texts = [t.lower() if v["lowercase"] else t for t in texts]
+    ids, lengths = pad([tok.encode(t) for t in texts], tok.pad_id)
+    feeds = {"words": ids, "lengths": lengths}
+    if v["chars"] is not None:
+        feeds.update(char_feeds(m, v["chars"], [t.split() for t in texts], ids.shape))
+    return m.run("classifier", feeds)["probabilities"]
+
+
+def decide(m: Exported, probs: np.ndarray) -> list:
+    """The label of each row (multi-label: the labels above the run's threshold, most probable first)."""
+    labels = m.meta["labels"]
+    if not m.meta["multi_label"]:
+        return [labels[int(p.argmax())] for p in probs]
+    return [[labels[c] for c in np.argsort(-p, kind="stable") if p[c] > m.meta["threshold"]] for p in probs]
 
 
 # --- seq2seq ------------------------------------------------------------------------------------------------
@@ -302,13 +334,16 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--length", type=int, default=50)
     t = sub.add_parser("tag", help="tagger: tags of whitespace-tokenised sentences")
     t.add_argument("sentences", nargs="+")
+    c = sub.add_parser("classify", help="classifier: label and class probabilities of texts")
+    c.add_argument("texts", nargs="+")
     r = sub.add_parser("translate", help="seq2seq: translate sentences")
     r.add_argument("sentences", nargs="+")
     r.add_argument("--beam", type=int, default=1, help="beam width (1: greedy)")
     args = p.parse_args(argv)
     m = Exported(args.dir)
     task = m.meta["task"]
-    expected = {"score": "lm", "generate": "lm", "tag": "tag", "translate": "seq2seq"}[args.command]
+    expected = {"score": "lm", "generate": "lm", "tag": "tag", "translate": "seq2seq",
+                "classify": "classify"}[args.command]
     if task != expected:
         print(f"example.py: error: '{args.command}' needs a {expected} export, this is a {task} export",
               file=sys.stderr)
@@ -325,6 +360,12 @@ def main(argv: list[str] | None = None) -> int:
         sentences = [s.split() for s in args.sentences]
         for s, tags in zip(sentences, tag(m, sentences)):
             print(json.dumps({"tokens": s, "tags": tags}))
+    elif args.command == "classify":
+        probs = classify(m, args.texts)
+        key = "labels" if m.meta["multi_label"] else "label"
+        for text, row, decided in zip(args.texts, probs, decide(m, probs)):
+            print(json.dumps({"text": text, key: decided,
+                              "probabilities": dict(zip(m.meta["labels"], map(float, row)))}))
     else:
         toks = m.json(m.meta["tokenizers"])
         source = Tokenizer(toks["source"])

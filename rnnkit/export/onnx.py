@@ -8,9 +8,9 @@ The folder holds everything needed to run the model without PyTorch or rnnkit::
     example.py        a standalone script (onnxruntime + numpy, + tokenizers for subword runs)
 
 Each task contributes a module (:mod:`rnnkit.export.lm`, :mod:`~rnnkit.export.tagger`,
-:mod:`~rnnkit.export.seq2seq`) with ``graphs(run) -> list[Graph]`` and ``files(run) -> dict`` (JSON files and
-the task's ``model.json`` fields); :data:`TASKS` maps a task name to it. A new task adds its module and one
-entry here, and a loader entry in :data:`LOADERS`.
+:mod:`~rnnkit.export.seq2seq`, :mod:`~rnnkit.export.classify`) with ``graphs(run) -> list[Graph]`` and
+``files(run) -> dict`` (JSON files and the task's ``model.json`` fields); :data:`TASKS` maps a task name to it.
+A new task adds its module and one entry here, and a loader entry in :data:`LOADERS`.
 
 Graphs are exported with PyTorch's TorchScript-based exporter (``dynamo=False``): it maps a packed
 ``torch.nn.LSTM/GRU`` to the ONNX recurrent ops with their ``sequence_lens`` input, so variable lengths in a
@@ -38,9 +38,11 @@ OPSET = 17
 QUANTIZE = ("int8",)
 
 #: task name -> module with ``graphs(run)`` and ``files(run)``
-TASKS = {"lm": "rnnkit.export.lm", "tag": "rnnkit.export.tagger", "seq2seq": "rnnkit.export.seq2seq"}
+TASKS = {"lm": "rnnkit.export.lm", "tag": "rnnkit.export.tagger", "seq2seq": "rnnkit.export.seq2seq",
+         "classify": "rnnkit.export.classify"}
 #: task name -> module whose ``load(run_dir)`` returns the run (the public task API)
-LOADERS = {"lm": "rnnkit.tasks.lm", "tag": "rnnkit.tasks.tag", "seq2seq": "rnnkit.tasks.seq2seq"}
+LOADERS = {"lm": "rnnkit.tasks.lm", "tag": "rnnkit.tasks.tag", "seq2seq": "rnnkit.tasks.seq2seq",
+           "classify": "rnnkit.tasks.classify"}
 
 
 @dataclass

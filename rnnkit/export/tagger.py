@@ -15,6 +15,22 @@ from rnnkit.export.onnx import Graph, torch_rnn
 from rnnkit.models.tagger import Tagger
 
 
+def char_features(embedding: nn.Embedding, char_lstm: nn.RNNBase, chars: Tensor, char_lengths: Tensor,
+                  real: Tensor) -> Tensor:
+    """``[h_fwd(last char); h_bwd(first char)]`` of each word (the character encoder of
+    :class:`~rnnkit.models.chars.WordCharInput`), read from the one-layer char BiLSTM's outputs (the exporter
+    cannot export its final states alone); zeros at padded words (``real`` (B, T) False).
+    ``chars`` (B, T, C), ``char_lengths`` (B, T) -> (B, T, 2*Hc)."""
+    b, t, c = chars.shape
+    n = char_lengths.reshape(b * t).clamp(min=1)  # (B*T,): padded words read one padding character
+    packed = pack_padded_sequence(embedding(chars.reshape(b * t, c)), n, batch_first=True, enforce_sorted=False)
+    out, _ = pad_packed_sequence(char_lstm(packed)[0], batch_first=True, total_length=c)  # (B*T, C, 2*Hc)
+    hc = out.shape[2] // 2
+    last = out.gather(1, (n - 1)[:, None, None].expand(-1, 1, hc)).squeeze(1)  # (B*T, Hc) forward, last char
+    per_word = torch.cat([last, out[:, 0, hc:]], dim=1) * real.reshape(b * t, 1).to(out.dtype)
+    return per_word.view(b, t, -1)  # (B, T, 2*Hc)
+
+
 class TaggerScores(nn.Module):
     """Emission scores of :class:`~rnnkit.models.tagger.Tagger`, with the lengths handled inside the graph.
 
@@ -29,43 +45,39 @@ class TaggerScores(nn.Module):
         self.model, self.lstm = model, torch_rnn(model.lstm)
         self.char_lstm = torch_rnn(model.char_lstm) if model.char_lstm is not None else None
 
-    def _char_features(self, chars: Tensor, char_lengths: Tensor, real: Tensor) -> Tensor:
-        """``[h_fwd(last char); h_bwd(first char)]`` of each word, read from the (one-layer) char BiLSTM's
-        outputs (the exporter cannot export its final states alone); zeros at padded words."""
-        b, t, c = chars.shape
-        n = char_lengths.reshape(b * t).clamp(min=1)  # (B*T,): padded words read one padding character
-        packed = pack_padded_sequence(self.model.char_embedding(chars.reshape(b * t, c)), n, batch_first=True,
-                                      enforce_sorted=False)
-        out, _ = pad_packed_sequence(self.char_lstm(packed)[0], batch_first=True, total_length=c)  # (B*T, C, 2*Hc)
-        hc = out.shape[2] // 2
-        last = out.gather(1, (n - 1)[:, None, None].expand(-1, 1, hc)).squeeze(1)  # (B*T, Hc) forward, last char
-        per_word = torch.cat([last, out[:, 0, hc:]], dim=1) * real.reshape(b * t, 1).to(out.dtype)
-        return per_word.view(b, t, -1)  # (B, T, 2*Hc)
-
     def forward(self, words: Tensor, lengths: Tensor, chars: Tensor | None = None,
                 char_lengths: Tensor | None = None) -> Tensor:
         real = torch.arange(words.shape[1], device=words.device)[None, :] < lengths[:, None]  # (B, T)
         x = self.model.word_embedding(words)  # (B, T, E)
         if self.char_lstm is not None:
-            x = torch.cat([x, self._char_features(chars, char_lengths, real)], dim=2)  # (B, T, E + 2*Hc)
+            x = torch.cat([x, char_features(self.model.char_embedding, self.char_lstm, chars, char_lengths, real)],
+                          dim=2)  # (B, T, E + 2*Hc)
         packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
         h, _ = self.lstm(packed)
         h, _ = pad_packed_sequence(h, batch_first=True, total_length=words.shape[1])  # (B, T, 2*H)
         return self.model.output(h)  # (B, T, K)
 
 
-def graphs(run: Any) -> list[Graph]:
-    """The scoring graph of a :class:`~rnnkit.tasks.tag.TagRun`."""
-    model: Tagger = run.model.cpu().eval()
-    c = model.config
+def word_char_inputs(c: Any) -> tuple[tuple[Tensor, ...], list[str], dict[str, dict[int, str]]]:
+    """Example inputs of a word (+ character) graph for the config ``c`` of a
+    :class:`~rnnkit.models.chars.WordCharInput` model: (tensors, names, dynamic axes); two sequences of
+    different lengths, so that the exported graph takes variable lengths."""
     words, lengths = torch.randint(2, c.num_words, (2, 4)), torch.tensor([4, 2])
     inputs, names = (words, lengths), ["words", "lengths"]
-    axes = {"words": {0: "batch", 1: "time"}, "lengths": {0: "batch"}, "scores": {0: "batch", 1: "time"}}
+    axes = {"words": {0: "batch", 1: "time"}, "lengths": {0: "batch"}}
     if c.use_chars:
         char_lengths = torch.tensor([[3, 1, 2, 3], [2, 3, 0, 0]])
         chars = torch.randint(2, c.num_chars, (2, 4, 3)) * (torch.arange(3) < char_lengths[..., None])
         inputs, names = (*inputs, chars, char_lengths), [*names, "chars", "char_lengths"]
         axes |= {"chars": {0: "batch", 1: "time", 2: "chars"}, "char_lengths": {0: "batch", 1: "time"}}
+    return inputs, names, axes
+
+
+def graphs(run: Any) -> list[Graph]:
+    """The scoring graph of a :class:`~rnnkit.tasks.tag.TagRun`."""
+    model: Tagger = run.model.cpu().eval()
+    inputs, names, axes = word_char_inputs(model.config)
+    axes["scores"] = {0: "batch", 1: "time"}
     return [Graph("tagger", TaggerScores(model), inputs, names, ["scores"], axes,
                   "per-token tag scores; decode with argmax, or Viterbi over crf.json with the CRF head")]
 

@@ -57,6 +57,7 @@ __all__ = [
     "choose_threshold",
     "classification_loss",
     "collate_classified",
+    "pool",
 ]
 
 POOLINGS = ("last", "max", "mean", "attention")
@@ -227,8 +228,9 @@ def attention_penalty(weights: Tensor) -> Tensor:
     return ((gram - eye) ** 2).sum(dim=(1, 2))
 
 
-def _pool(h: Tensor, lengths: Tensor, mask: Tensor, mode: str, directions: int) -> Tensor:
-    """``last``, ``max`` or ``mean`` pooling over the real steps. ``(B, T, D*H) -> (B, D*H)``"""
+def pool(h: Tensor, lengths: Tensor, mask: Tensor, mode: str, directions: int) -> Tensor:
+    """``last``, ``max`` or ``mean`` pooling over the real steps (``mask`` (B, T) True there, ``lengths`` (B,)).
+    ``(B, T, D*H) -> (B, D*H)``"""
     if mode == "max":
         return h.masked_fill(~mask.unsqueeze(2), float("-inf")).amax(dim=1)
     if mode == "mean":
@@ -299,7 +301,7 @@ class Classifier(WordCharInput):
         if self.attention is not None:
             pooled, weights = self.attention(h, mask)
         else:
-            pooled, weights = _pool(h, lengths, mask, self.config.pooling, self.config.num_directions), None
+            pooled, weights = pool(h, lengths, mask, self.config.pooling, self.config.num_directions), None
         return ClassifierOutput(self.output(self.dropout(pooled)), weights)
 
     def _run(self, batch: ClassifierBatch) -> ClassifierOutput:

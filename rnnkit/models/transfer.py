@@ -29,16 +29,17 @@ from torch import nn
 
 from rnnkit.data.vocab import Vocab
 from rnnkit.errors import ConfigError
-from rnnkit.models.classifier import Classifier
-from rnnkit.models.lm import LanguageModel
+from rnnkit.models.classifier import Classifier, ClassifierConfig
+from rnnkit.models.lm import LanguageModel, LMModelConfig
 
-__all__ = ["GradualUnfreezing", "discriminative_param_groups", "init_from_lm", "layer_groups"]
+__all__ = ["GradualUnfreezing", "check_lm_compatible", "discriminative_param_groups", "init_from_lm", "layer_groups"]
 
 _LAYER = re.compile(r".*_l(\d+)(_reverse)?$")
 
 
-def _check_shapes(classifier: Classifier, lm: LanguageModel) -> None:
-    c, m = classifier.config, lm.config
+def check_lm_compatible(c: ClassifierConfig, m: LMModelConfig) -> None:
+    """Raise ConfigError naming the first of cell, ``emb``, ``hidden``, ``layers`` that differs between a
+    classifier's and a language model's config (:func:`init_from_lm` needs them equal)."""
     pairs = (("cell", c.cell, m.model), ("emb", c.emb, m.emb), ("hidden", c.hidden, m.hidden),
              ("layers", c.layers, m.layers))
     for name, mine, theirs in pairs:
@@ -63,7 +64,7 @@ def init_from_lm(classifier: Classifier, lm: LanguageModel, lm_vocab: Vocab, clf
         ConfigError: the cell, ``emb``, ``hidden`` or ``layers`` differ (the message names the field),
             or no token is shared (a different tokenizer).
     """
-    _check_shapes(classifier, lm)
+    check_lm_compatible(classifier.config, lm.config)
     if len(clf_vocab) != classifier.config.num_words or len(lm_vocab) != lm.config.vocab_size:
         raise ValueError("init_from_lm: a vocabulary does not match its model's size")
     source = lm.embedding.weight

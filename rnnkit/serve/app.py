@@ -7,22 +7,24 @@ without it, the first loaded run of the task answers):
     POST /v1/score       LM: total log-likelihood of texts
     POST /v1/tag         tagger: tags of tokenised sentences
     POST /v1/translate   seq2seq: translate sentences (greedy or beam search)
+    POST /v1/classify    classifier: label of each text (multi-label: labels), or its ``top_k`` labels with
+                         their probabilities
     GET  /health         liveness and batching counters
     GET  /v1/models      the loaded runs and their endpoints
     GET  /docs           OpenAPI documentation (schema at /openapi.json)
 
 Every POST runs through a :class:`~rnnkit.serve.batching.Batcher` per run and endpoint: requests within
 ``max_wait_ms`` are answered by one call of the endpoint's batch function (tag and translate run a whole
-batch in one model call; generate and score run its requests one after the other). Token streams
-(``/v1/generate`` with ``"stream": true``) do not go through the batcher: each stream's steps run on the same
-model thread, interleaved with the batches, and at most ``max_queue`` streams per run are open; each event
-carries the text its token adds (exact for char and word runs; BPE decoding may reshape earlier text).
+batch in one model call, classify one per distinct ``top_k``; generate and score run its requests one after the
+other). Token streams (``/v1/generate`` with ``"stream": true``) do not go through the batcher: each stream's
+steps run on the same model thread, interleaved with the batches, and at most ``max_queue`` streams per run are
+open; each event carries the text its token adds (exact for char and word runs; BPE decoding may reshape earlier text).
 
 Limits: a body over ``max_body`` bytes is refused with 413 (a POST without Content-Length with 411), an
 input over ``max_input`` characters or a field out of range with 422, bad JSON with 422; a full queue
 answers 503 with ``Retry-After``.
 
-Adding a task's endpoint (e.g. ``/v1/classify``) is one :class:`Endpoint` in :data:`ENDPOINTS`: a path, the
+Adding a task's endpoint is one :class:`Endpoint` in :data:`ENDPOINTS`: a path, the
 task name, a pydantic request model, a batch function ``(run, requests) -> responses`` and the input
 size of a request.
 """
@@ -42,7 +44,7 @@ from typing import Any
 import torch
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from rnnkit import __version__
 from rnnkit.decode import stream
@@ -79,9 +81,25 @@ class TranslateRequest(BaseModel):
     model: str | None = None
 
 
+class ClassifyRequest(BaseModel):
+    texts: list[str] = Field(..., min_length=1, description="texts to classify (each with at least one token)")
+    top_k: int | None = Field(None, ge=1, description="the k most probable labels of each text, with their "
+                              "probabilities (at most the number of classes)")
+    model: str | None = None
+
+    @field_validator("texts")
+    @classmethod
+    def no_empty_text(cls, texts: list[str]) -> list[str]:
+        empty = next((i for i, t in enumerate(texts) if not t.strip()), None)
+        if empty is not None:
+            raise ValueError(f"text {empty} is empty")
+        return texts
+
+
 # --- batch functions: (run, requests) -> one response per request -----------------------------------------------
-# tag and translate run all requests of a batch in one model call; generate and score run them one after the
-# other inside the batch (texts of different lengths: the streaming API reads one stream at a time)
+# tag and translate run all requests of a batch in one model call (classify: one per distinct top_k); generate
+# and score run them one after the other inside the batch (texts of different lengths: the streaming API reads
+# one stream at a time)
 
 def generate_batch(run: Any, reqs: Sequence[GenerateRequest]) -> list[dict]:
     return [{"text": run.generate(r.prompt, r.length, temperature=r.temperature, top_k=r.top_k, top_p=r.top_p,
@@ -112,6 +130,16 @@ def translate_batch(run: Any, reqs: Sequence[TranslateRequest]) -> list[dict]:
     return out
 
 
+def classify_batch(run: Any, reqs: Sequence[ClassifyRequest]) -> list[dict]:
+    out: list[dict | None] = [None] * len(reqs)
+    for k in sorted({r.top_k for r in reqs}, key=lambda k: k or 0):  # one call per top_k
+        which = [i for i, r in enumerate(reqs) if r.top_k == k]
+        found = iter(run.predict([t for i in which for t in reqs[i].texts], top_k=k))
+        for i in which:
+            out[i] = {"predictions": [next(found) for _ in reqs[i].texts]}
+    return out
+
+
 @dataclass(frozen=True)
 class Endpoint:
     """One POST endpoint of a task."""
@@ -133,6 +161,8 @@ ENDPOINTS = [
              "tags of tokenised sentences"),
     Endpoint("/v1/translate", "seq2seq", TranslateRequest, translate_batch, lambda r: sum(map(len, r.sentences)),
              "translate sentences"),
+    Endpoint("/v1/classify", "classify", ClassifyRequest, classify_batch, lambda r: sum(map(len, r.texts)),
+             "label (multi-label: labels) of each text, or its top_k labels with probabilities"),
 ]
 
 

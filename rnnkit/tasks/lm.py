@@ -29,7 +29,7 @@ from rnnkit.errors import ConfigError, DataError
 from rnnkit.metrics.lm import lm_summary
 from rnnkit.models.lm import LanguageModel, LMModelConfig
 from rnnkit.nn.registry import describe_cells, resolve_cell
-from rnnkit.train.config import TrainConfig, option, task_default, train_option, valid_option
+from rnnkit.train.config import TokenizerFields, TrainConfig, option, task_default, train_option, valid_option
 from rnnkit.train.distributed import DistInfo, shard
 from rnnkit.train.driver import Driver, TaskSpec
 from rnnkit.train.engine import StepResult
@@ -38,17 +38,13 @@ TASK = "lm"
 
 
 @dataclass(frozen=True)
-class LMConfig(TrainConfig):
+class LMConfig(TokenizerFields, TrainConfig):
     """Everything ``rnnkit lm train`` needs: data, model and training fields (flag ``--x-y`` = field x_y)."""
 
     train: str | None = train_option("training text", "the bundled Tiny Shakespeare, first 90%%")
     valid: str | None = valid_option("validation text", "its last 10%%")
     out: str = option("runs/lm", "run folder to write")
-    level: str = option("char", "tokens: characters, whitespace words (<eos> at line ends) or BPE subwords",
-                        choices=("char", "word", "subword"))
-    min_count: int = option(1, "word level: rarer words become <unk>", low=1)
-    max_vocab: int | None = option(None, "word level: keep at most this many words", low=1)
-    subword_vocab: int = option(8000, "subword level: BPE vocabulary size", low=1)
+    level: str = task_default("level", "char")
     model: str = option("lstm", f"recurrent cell: {describe_cells()}", check=resolve_cell)
     layers: int = option(2, "stacked recurrent layers", low=1)
     hidden: int = option(256, "hidden size", low=1)

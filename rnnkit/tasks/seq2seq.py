@@ -44,14 +44,14 @@ from rnnkit.data.batching import RankBatches, length_batches, restore_order
 from rnnkit.data.pairs import MAX_CHARS, Pair, PairBatch, bundled_tatoeba, collate_pairs, read_parallel, read_tsv_pairs
 from rnnkit.data.pairs import group_references as group_pairs
 from rnnkit.data.tokenize import Tokenizer, build_tokenizer, tokenizer_from_dict
-from rnnkit.data.vocab import EOS
+from rnnkit.data.vocab import EOS, check_format
 from rnnkit.decode.search import Hypothesis, beam_search, greedy_search
 from rnnkit.errors import ConfigError, DataError
 from rnnkit.metrics.lm import perplexity
 from rnnkit.metrics.translation import bleu_from_stats, bleu_stats, corpus_scores, exact_matches
 from rnnkit.models.seq2seq import ATTENTION_TYPES, Seq2Seq, Seq2SeqConfig
 from rnnkit.nn.registry import describe_cells, resolve_cell
-from rnnkit.train.config import TrainConfig, option, task_default, train_option, valid_option
+from rnnkit.train.config import TokenizerFields, TrainConfig, option, task_default, train_option, valid_option
 from rnnkit.train.distributed import DistInfo, is_main_process, shard
 from rnnkit.train.driver import Driver, TaskSpec
 from rnnkit.train.engine import StepResult
@@ -68,7 +68,7 @@ DEFAULT_MAX_LEN_A, DEFAULT_MAX_LEN_B = 2.0, 10  # at most 2 * source length + 10
 
 
 @dataclass(frozen=True)
-class Seq2SeqTaskConfig(TrainConfig):
+class Seq2SeqTaskConfig(TokenizerFields, TrainConfig):
     """Everything ``rnnkit seq2seq train`` needs: data, model and training fields (flag ``--x-y`` = field x_y)."""
 
     train: str | None = train_option("training pairs, a TSV file of source<TAB>target lines",
@@ -82,11 +82,6 @@ class Seq2SeqTaskConfig(TrainConfig):
     max_chars: int = option(MAX_CHARS, "pairs with a side longer than this many characters are skipped "
                             "(with a warning giving the count)", low=1)
     out: str = option("runs/seq2seq", "run folder to write")
-    level: str = option("word", "tokens: whitespace words, characters or BPE subwords (one tokenizer per side)",
-                        choices=("word", "char", "subword"))
-    min_count: int = option(1, "word/char level: rarer symbols become <unk>", low=1)
-    max_vocab: int | None = option(None, "word/char level: keep at most this many symbols per side", low=1)
-    subword_vocab: int = option(8000, "subword level: BPE vocabulary size per side", low=1)
     cell: str = option("lstm", f"recurrent cell of the encoder and decoder: {describe_cells()}",
                        check=resolve_cell)
     attention: str = option("additive", "attention over the encoder outputs (none = the classic encoder-decoder)",
@@ -221,9 +216,7 @@ class Seq2SeqTokenizers:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Seq2SeqTokenizers:
-        if not isinstance(d, dict) or d.get("format") != TOKENIZERS_FORMAT:
-            got = d.get("format") if isinstance(d, dict) else type(d).__name__
-            raise ValueError(f"not seq2seq tokenizers (expected format {TOKENIZERS_FORMAT!r}, got {got!r})")
+        check_format(d, TOKENIZERS_FORMAT, "seq2seq tokenizers")
         source = tokenizer_from_dict(d["source"])
         return cls(source, source if d["shared"] else tokenizer_from_dict(d["target"]))
 

@@ -35,7 +35,7 @@ import torch
 from rnnkit.data.batching import RankBatches, length_batches, restore_order
 from rnnkit.data.conll import CONLLU_COLUMNS, Sentence, bundled_ud_ewt, read_tagged
 from rnnkit.data.vectors import load_word_vectors
-from rnnkit.data.vocab import Vocab
+from rnnkit.data.vocab import Vocab, check_format
 from rnnkit.errors import ConfigError, DataError
 from rnnkit.metrics.tagging import detect_scheme, span_scores, tagging_report
 from rnnkit.models.tagger import Tagger, TaggerBatch, TaggerConfig, collate_tagged
@@ -161,9 +161,7 @@ class TagVocabs:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TagVocabs:
-        if not isinstance(d, dict) or d.get("format") != VOCAB_FORMAT:
-            got = d.get("format") if isinstance(d, dict) else type(d).__name__
-            raise ValueError(f"not tagger vocabularies (expected format {VOCAB_FORMAT!r}, got {got!r})")
+        check_format(d, VOCAB_FORMAT, "tagger vocabularies")
         chars = None if d["chars"] is None else Vocab.from_dict(d["chars"])
         return cls(Vocab.from_dict(d["words"]), chars, Vocab.from_dict(d["tags"]), int(d["max_word_chars"]),
                    bool(d.get("lowercase", False)))  # runs saved before the field existed: case-sensitive

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from rnnkit.data.files import decode_text
+from rnnkit.data.tokenize import LEVELS
 from rnnkit.errors import ConfigError
 
 C = TypeVar("C")
@@ -130,12 +131,26 @@ class TrainConfig:
                 raise ValueError(f"field '{name}': must be in [0, 1), got {getattr(self, name)}")
 
 
+@dataclass(frozen=True)
+class TokenizerFields:
+    """Settings of the tokenizer(s) a task trains on its data (:func:`rnnkit.data.tokenize.build_tokenizer`),
+    shared by the configs of the tasks that have one: ``class LMConfig(TokenizerFields, TrainConfig)``. A task
+    changes a default with :func:`task_default` (the LM's ``level`` is ``char``)."""
+
+    level: str = option("word", "tokens: characters, whitespace words or BPE subwords", choices=LEVELS)
+    min_count: int = option(1, "char/word level: rarer symbols become <unk>", low=1)
+    max_vocab: int | None = option(None, "char/word level: keep at most this many symbols", low=1)
+    subword_vocab: int = option(8000, "subword level: BPE vocabulary size", low=1)
+
+
 def task_default(name: str, default: Any) -> Any:
-    """A :class:`TrainConfig` field re-declared by a task config with the task's own default (same help)::
+    """A :class:`TrainConfig` or :class:`TokenizerFields` field re-declared by a task config with the task's own
+    default (same help and checks)::
 
         time_budget: float | None = task_default("time_budget", 180.0)
     """
-    return field(default=default, metadata=TrainConfig.__dataclass_fields__[name].metadata)
+    shared = {**TrainConfig.__dataclass_fields__, **TokenizerFields.__dataclass_fields__}
+    return field(default=default, metadata=shared[name].metadata)
 
 
 def field_type(cls: type, name: str) -> Any:

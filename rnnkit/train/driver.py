@@ -14,7 +14,8 @@ every task (a task module's ``train``, ``resume`` and ``load`` are its driver's 
     4. build the model (seeded), then give each rank its own dropout randomness;
     5. train (:class:`~rnnkit.train.engine.Trainer`);
     6. report why and where training stopped (one line on stderr);
-    7. reload the best checkpoint as the task's Run (without validation: the model in hand).
+    7. reload the best checkpoint as the task's Run (without validation: the model in hand), and give it
+       to :meth:`TaskSpec.after_training` (e.g. to calibrate on the validation data).
 
 ``resume`` reads the saved config (only stopping, device and thread fields may change), the ``last``
 checkpoint and the saved vocabularies, then goes through 1 and 2 (with the saved vocabularies), builds
@@ -30,6 +31,7 @@ A run folder holds::
                          (:attr:`~rnnkit.train.engine.Task.selects_on`), or the latest, with no validation
     last.safetensors     the latest checkpoint, for resuming
     curves.png           written by ``rnnkit plot``
+    threshold.json       multi-label classification: the decision threshold chosen after training
 """
 
 from __future__ import annotations
@@ -63,7 +65,7 @@ D = TypeVar("D")
 CONFIG = "config.json"
 TOKENIZER = "tokenizer.json"
 METRICS = "metrics.jsonl"
-RUN_FILES = (CONFIG, TOKENIZER, METRICS, "best.safetensors", "last.safetensors", "curves.png")
+RUN_FILES = (CONFIG, TOKENIZER, METRICS, "best.safetensors", "last.safetensors", "curves.png", "threshold.json")
 
 # the only fields a resumed run may change: when and where it stops and what it runs on
 RESUME_FIELDS = ("max_steps", "time_budget", "epochs", "device", "threads")
@@ -162,6 +164,11 @@ class TaskSpec(ABC, Generic[C, V, D]):
     def init_model(self, model: nn.Module, data: D) -> None:
         """Set data-dependent weights of a new run's model (e.g. pre-trained word vectors)."""
 
+    def after_training(self, run: Any) -> Any:
+        """The Run that ``train`` and ``resume`` return, given the reloaded one once training is over (every
+        rank calls it); a task may finish the run folder here (calibration on the validation data)."""
+        return run
+
 
 class Driver(Generic[C, V, D]):
     """The Python API of one task, shared: ``make_config``, ``train``, ``resume``, ``load``."""
@@ -198,8 +205,8 @@ class Driver(Generic[C, V, D]):
             trainer.fit()
         report_stop(trainer, out, spec.name)
         if not trainer.task.has_valid:  # 'best' is the model in hand: no need to read it back
-            return spec.run_class(out, cfg, vocabs, model.eval(), device)
-        return self.load(out)
+            return spec.after_training(spec.run_class(out, cfg, vocabs, model.eval(), device))
+        return spec.after_training(self.load(out))
 
     def resume(self, run_dir: str | Path, *, progress: bool = True, **overrides: Any) -> Any:
         """Continue a run from its ``last`` checkpoint; only stopping, device and thread fields may change."""
@@ -220,7 +227,7 @@ class Driver(Generic[C, V, D]):
         with flushing_denormals():
             trainer.fit()
         report_stop(trainer, out, spec.name)
-        return self.load(out)
+        return spec.after_training(self.load(out))
 
     def load(self, run_dir: str | Path, checkpoint: str = "best", device: str = "auto") -> Any:
         """Load a trained run (its ``best`` checkpoint unless ``checkpoint='last'``) as the task's Run."""
