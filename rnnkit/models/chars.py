@@ -100,7 +100,11 @@ class WordCharInput(nn.Module):
         hc = out.size(2) // 2
         last = (n_distinct - 1).to(out.device)  # (U,)
         forward = out[torch.arange(out.size(0), device=out.device), last, :hc]  # (U, Hc)
-        per_word = torch.cat([forward, out[:, 0, hc:]], dim=1)[which]  # (N, 2*Hc)
+        # index_select, not ``[which]``: the backward of advanced indexing adds the N rows into U with
+        # index_put_(accumulate=True), whose float32 CPU kernel uses racing atomic adds on >= 2 threads
+        # (the order of the additions, hence the rounding, changes run to run); index_select's backward
+        # (index_add_) adds in index order, so training is bit-reproducible at any fixed thread count.
+        per_word = torch.cat([forward, out[:, 0, hc:]], dim=1).index_select(0, which)  # (N, 2*Hc)
         out = per_word.new_zeros(b * t, per_word.size(1))
         out[real] = per_word
         return out.view(b, t, -1)  # (B, T, 2*Hc)

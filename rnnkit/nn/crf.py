@@ -136,12 +136,16 @@ class CRF(nn.Module):
         start, trans, end = self._scores(DISALLOWED)
         tags = tags.long().masked_fill(~mask, 0)  # padded tags may be anything, e.g. -100
         emit = emissions.gather(2, tags.unsqueeze(2)).squeeze(2)  # (B, T)
-        total = start[tags[:, 0]] + torch.where(mask, emit, emit.new_zeros(())).sum(1)
+        # index_select, not advanced indexing (``trans[prev, cur]``): the backward of the latter adds repeated
+        # tags' gradients with index_put_(accumulate=True), whose float32 CPU kernel uses racing atomic
+        # adds on >= 2 threads for large batches, so the rounding would change from run to run
+        total = start.index_select(0, tags[:, 0]) + torch.where(mask, emit, emit.new_zeros(())).sum(1)
         if tags.size(1) > 1:
-            step = trans[tags[:, :-1], tags[:, 1:]]  # (B, T-1)
+            pairs = tags[:, :-1] * trans.size(1) + tags[:, 1:]  # (B, T-1): row-major index into trans
+            step = trans.reshape(-1).index_select(0, pairs.reshape(-1)).view_as(pairs)  # (B, T-1)
             total = total + torch.where(mask[:, 1:], step, step.new_zeros(())).sum(1)
         last = tags.gather(1, (mask.sum(1, keepdim=True) - 1)).squeeze(1)  # (B,)
-        return total + end[last]
+        return total + end.index_select(0, last)
 
     def log_partition(self, emissions: Tensor, mask: Tensor) -> Tensor:
         """Log of the partition function :math:`\\log Z` by the forward algorithm.
