@@ -13,6 +13,7 @@ hidden size per direction.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnkit.nn.registry import recurrent_layer
@@ -100,11 +101,11 @@ class WordCharInput(nn.Module):
         hc = out.size(2) // 2
         last = (n_distinct - 1).to(out.device)  # (U,)
         forward = out[torch.arange(out.size(0), device=out.device), last, :hc]  # (U, Hc)
-        # index_select, not ``[which]``: the backward of advanced indexing adds the N rows into U with
-        # index_put_(accumulate=True), whose float32 CPU kernel uses racing atomic adds on >= 2 threads
-        # (the order of the additions, hence the rounding, changes run to run); index_select's backward
-        # (index_add_) adds in index order, so training is bit-reproducible at any fixed thread count.
-        per_word = torch.cat([forward, out[:, 0, hc:]], dim=1).index_select(0, which)  # (N, 2*Hc)
+        # an embedding lookup, not ``[which]``: the backward of advanced indexing adds the N rows into U with
+        # index_put_(accumulate=True), whose float32 CPU kernel uses racing atomic adds on >= 2 threads (the
+        # order of the additions, hence the rounding, changes run to run); embedding's backward adds in a
+        # fixed order on CPU and GPU, so training is bit-reproducible at any fixed thread count.
+        per_word = F.embedding(which, torch.cat([forward, out[:, 0, hc:]], dim=1))  # (N, 2*Hc)
         out = per_word.new_zeros(b * t, per_word.size(1))
         out[real] = per_word
         return out.view(b, t, -1)  # (B, T, 2*Hc)
