@@ -4,9 +4,9 @@ Advanced indexing with repeated indices (``x[idx]`` where a row of ``x`` is pick
 that adds the repeated rows with ``index_put_(accumulate=True)``; on CPU, in float32, on two or more
 threads and from 32768 indexed elements on, that kernel adds with racing atomics, so the rounding of the
 gradient changes from run to run (the tagger's character encoder, which encodes each distinct spelling
-once and gathers it back per word, made two identical tagger runs differ from step 8 on). The first test
-looks for such an accumulation in a training step of every task; the second trains a tagger at two
-threads straight and stopped-and-resumed in separate processes and compares every tensor.
+once and gathers it back per word, made two identical tagger runs differ from step 8 on). One test looks
+for such an accumulation in a training step of every task; another trains a tagger at two threads
+straight and stopped-and-resumed in separate processes and compares every tensor.
 """
 
 from __future__ import annotations

@@ -104,7 +104,8 @@ class WordCharInput(nn.Module):
         # an embedding lookup, not ``[which]``: the backward of advanced indexing adds the N rows into U with
         # index_put_(accumulate=True), whose float32 CPU kernel uses racing atomic adds on >= 2 threads (the
         # order of the additions, hence the rounding, changes run to run); embedding's backward adds in a
-        # fixed order on CPU and GPU, so training is bit-reproducible at any fixed thread count.
+        # fixed order on CPU (and, unlike index_select's, is not among torch's nondeterministic GPU operations), so
+        # training is bit-reproducible at any fixed thread count.
         per_word = F.embedding(which, torch.cat([forward, out[:, 0, hc:]], dim=1))  # (N, 2*Hc)
         out = per_word.new_zeros(b * t, per_word.size(1))
         out[real] = per_word

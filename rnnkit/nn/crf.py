@@ -140,7 +140,7 @@ class CRF(nn.Module):
         # embedding lookups, not advanced indexing (``trans[prev, cur]``): the backward of the latter adds
         # repeated tags' gradients with index_put_(accumulate=True), whose float32 CPU kernel uses racing
         # atomic adds on >= 2 threads for large batches (rounding that changes run to run); embedding's
-        # backward adds in a fixed order on CPU and GPU
+        # backward adds in a fixed order on CPU (and is not among torch's nondeterministic GPU operations)
         total = F.embedding(tags[:, 0], start[:, None])[:, 0] + torch.where(mask, emit, emit.new_zeros(())).sum(1)
         if tags.size(1) > 1:
             pairs = tags[:, :-1] * trans.size(1) + tags[:, 1:]  # (B, T-1): row-major index into trans
