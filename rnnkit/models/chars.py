@@ -16,6 +16,7 @@ from dataclasses import dataclass, fields, replace
 from typing import TypeVar
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnkit.nn.registry import recurrent_layer
@@ -128,7 +129,12 @@ class WordCharInput(nn.Module):
         hc = out.size(2) // 2
         last = (n_distinct - 1).to(out.device)  # (U,)
         forward = out[torch.arange(out.size(0), device=out.device), last, :hc]  # (U, Hc)
-        per_word = torch.cat([forward, out[:, 0, hc:]], dim=1)[which]  # (N, 2*Hc)
+        # an embedding lookup, not ``[which]``: the backward of advanced indexing adds the N rows into U with
+        # index_put_(accumulate=True), whose float32 CPU kernel uses racing atomic adds on >= 2 threads (the
+        # order of the additions, hence the rounding, changes run to run); embedding's backward adds in a
+        # fixed order on CPU (and, unlike index_select's, is not among torch's nondeterministic GPU operations), so
+        # training is bit-reproducible at any fixed thread count.
+        per_word = F.embedding(which, torch.cat([forward, out[:, 0, hc:]], dim=1))  # (N, 2*Hc)
         out = per_word.new_zeros(b * t, per_word.size(1))
         out[real] = per_word
         return out.view(b, t, -1)  # (B, T, 2*Hc)

@@ -27,6 +27,7 @@ The likelihood exports with ``torch.export`` and compiles with ``torch.compile``
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnkit.errors import ShapeError
@@ -143,12 +144,17 @@ class CRF(nn.Module):
         start, trans, end = self._scores(DISALLOWED)
         tags = tags.long().masked_fill(~mask, 0)  # padded tags may be anything, e.g. -100
         emit = emissions.gather(2, tags.unsqueeze(2)).squeeze(2)  # (B, T)
-        total = start[tags[:, 0]] + torch.where(mask, emit, emit.new_zeros(())).sum(1)
+        # embedding lookups, not advanced indexing (``trans[prev, cur]``): the backward of the latter adds
+        # repeated tags' gradients with index_put_(accumulate=True), whose float32 CPU kernel uses racing
+        # atomic adds on >= 2 threads for large batches (rounding that changes run to run); embedding's
+        # backward adds in a fixed order on CPU (and is not among torch's nondeterministic GPU operations)
+        total = F.embedding(tags[:, 0], start[:, None])[:, 0] + torch.where(mask, emit, emit.new_zeros(())).sum(1)
         if tags.size(1) > 1:
-            step = trans[tags[:, :-1], tags[:, 1:]]  # (B, T-1)
+            pairs = tags[:, :-1] * trans.size(1) + tags[:, 1:]  # (B, T-1): row-major index into trans
+            step = F.embedding(pairs, trans.reshape(-1, 1))[..., 0]  # (B, T-1)
             total = total + torch.where(mask[:, 1:], step, step.new_zeros(())).sum(1)
         last = tags.gather(1, (mask.sum(1, keepdim=True) - 1)).squeeze(1)  # (B,)
-        return total + end[last]
+        return total + F.embedding(last, end[:, None])[:, 0]
 
     def log_partition(self, emissions: Tensor, mask: Tensor) -> Tensor:
         """Log of the partition function :math:`\\log Z` by the forward algorithm.
