@@ -1,5 +1,5 @@
 """Bad flags and outputs through the command line: one-line errors naming the field, non-zero exit, valid
-JSON, and plots that go where ``--out`` says (issue 18, section 3)."""
+JSON, and plots that go where ``--out`` says."""
 
 from __future__ import annotations
 

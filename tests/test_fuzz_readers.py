@@ -1,6 +1,6 @@
 """Property-based tests of the file readers: whatever bytes a file holds, a reader returns a result that
 keeps its documented invariants or raises an :class:`~rnnkit.errors.RnnkitError` whose message is one line
-naming the file; never another exception (issue 18, section 6).
+naming the file; never another exception.
 
 Inputs are random bytes, random text in several encodings, text built from each format's own characters
 (tabs, ``#``, token ids, ``=``, numbers...) and mutations of valid files. Deterministic (``derandomize``)
