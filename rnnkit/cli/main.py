@@ -1,7 +1,10 @@
 """``rnnkit``: the command line. Each task's CLI module registers its own subcommands.
 
 Errors caused by input (files, flags, config values, checkpoints) print one line,
-``rnnkit: error: <file:line or field>: <what is wrong>``, and exit with status 2.
+``rnnkit: error: <file:line or field>: <what is wrong>``, and exit with status 2; a failing system call
+(a full disk, a permission...) prints ``rnnkit: error: <file>: <why>`` and exits with status 1. Training
+stopped by Ctrl-C or SIGTERM saves, prints how to resume and exits with 130 or 143 (128 + the signal's
+number); Ctrl-C anywhere else prints ``rnnkit: interrupted`` and exits with 130.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ import argparse
 import sys
 
 from rnnkit import __version__
-from rnnkit.errors import RnnkitError
+from rnnkit.errors import RnnkitError, TrainingInterrupted
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,10 +30,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)
         return int(args.func(args) or 0)
+    except TrainingInterrupted as e:
+        if str(e):  # empty on torchrun's ranks other than 0
+            print(f"rnnkit: {e}", file=sys.stderr)
+        return e.exit_code
     except RnnkitError as e:
         print(f"rnnkit: error: {e}", file=sys.stderr)
         return 2
@@ -39,6 +45,10 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:  # e.g. `rnnkit lm generate ... | head`
         return 0
+    except OSError as e:
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"rnnkit: error: {where}{e.strerror or e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -41,9 +41,10 @@ TASK = "lm"
 class LMConfig(TrainConfig):
     """Everything ``rnnkit lm train`` needs: data, model and training fields (flag ``--x-y`` = field x_y)."""
 
-    train: str | None = option(None, "training text (default: the bundled Tiny Shakespeare, first 90%%)")
+    train: str | None = option(None, "training text (default: the bundled Tiny Shakespeare, first 90%%)",
+                               data_file=True)
     valid: str | None = option(None, "validation text (default with bundled data: its last 10%%; "
-                               "otherwise none, and no validation runs)")
+                               "otherwise none, and no validation runs)", data_file=True)
     out: str = option("runs/lm", "run folder to write")
     level: str = option("char", "tokens: characters, whitespace words (<eos> at line ends) or BPE subwords",
                         choices=("char", "word", "subword"))

@@ -70,14 +70,15 @@ class Seq2SeqTaskConfig(TrainConfig):
     """Everything ``rnnkit seq2seq train`` needs: data, model and training fields (flag ``--x-y`` = field x_y)."""
 
     train: str | None = option(None, "training pairs, a TSV file of source<TAB>target lines (default: the "
-                               "bundled Tatoeba English-French train split)")
+                               "bundled Tatoeba English-French train split)", data_file=True)
     valid: str | None = option(None, "validation pairs, TSV (default with bundled data: its valid split; "
-                               "otherwise none, and no validation runs)")
+                               "otherwise none, and no validation runs)", data_file=True)
     src_train: str | None = option(None, "training sources, one sentence per line (with --tgt-train, "
-                                   "instead of --train)")
-    tgt_train: str | None = option(None, "training targets, line-aligned with --src-train")
-    src_valid: str | None = option(None, "validation sources (with --tgt-valid, instead of --valid)")
-    tgt_valid: str | None = option(None, "validation targets, line-aligned with --src-valid")
+                                   "instead of --train)", data_file=True)
+    tgt_train: str | None = option(None, "training targets, line-aligned with --src-train", data_file=True)
+    src_valid: str | None = option(None, "validation sources (with --tgt-valid, instead of --valid)",
+                                   data_file=True)
+    tgt_valid: str | None = option(None, "validation targets, line-aligned with --src-valid", data_file=True)
     max_chars: int = option(MAX_CHARS, "pairs with a side longer than this many characters are skipped "
                             "(with a warning giving the count)")
     out: str = option("runs/seq2seq", "run folder to write")

@@ -58,9 +58,9 @@ class TagConfig(TrainConfig):
     """Everything ``rnnkit tag train`` needs: data, model and training fields (flag ``--x-y`` = field x_y)."""
 
     train: str | None = option(None, "training data, CoNLL-U or column file (default: the bundled UD English "
-                               "EWT train split)")
+                               "EWT train split)", data_file=True)
     valid: str | None = option(None, "validation data (default with bundled data: the EWT dev split; "
-                               "otherwise none, and no validation runs)")
+                               "otherwise none, and no validation runs)", data_file=True)
     column: str | None = option(None, "label column: upos or xpos for CoNLL-U (default upos), a 0-based "
                                 "index for column files (default -1, the last)")
     out: str = option("runs/tag", "run folder to write")
@@ -69,7 +69,7 @@ class TagConfig(TrainConfig):
                              "still sees the case): fewer unseen words")
     word_dropout: float = option(0.05, "training: replace each word by <unk> with this probability")
     word_vectors: str | None = option(None, "pre-trained word vectors, word2vec/GloVe text format (their "
-                                      "size must equal --emb)")
+                                      "size must equal --emb)", data_file=True)
     emb: int = option(100, "word embedding size")
     chars: bool = option(True, "character encoder (a BiLSTM by default, see --char-cell) for each word")
     char_emb: int = option(32, "character embedding size")

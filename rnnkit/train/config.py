@@ -43,12 +43,36 @@ def parse_duration(value: str | float | int) -> float:
     return seconds
 
 
+def parse_every(value: str | int) -> tuple[str, float]:
+    """Parse a ``--save-every`` value: ``N`` optimiser steps -> ("steps", N), ``N[s|m|h]`` -> ("seconds", x);
+    ``0`` -> ("steps", 0), off."""
+    if isinstance(value, bool):
+        raise ValueError(f"not a step count or duration: {value!r}")
+    text = str(value).strip()
+    if re.fullmatch(r"\d+", text):
+        return "steps", int(text)
+    if not re.fullmatch(r"\d+(?:\.\d+)?\s*[smh]", text):
+        raise ValueError(f"expected N steps or a duration N[s|m|h] (e.g. 500 or 10m), got {value!r}")
+    return "seconds", parse_duration(text)
+
+
 def option(default: Any, help: str, *, choices: tuple | None = None, duration: bool = False,
-           flag: str | None = None, check: Callable[[Any], Any] | None = None) -> Any:
+           flag: str | None = None, check: Callable[[Any], Any] | None = None, data_file: bool = False) -> Any:
     """A config field: default plus the CLI help text and, optionally, its allowed values or a ``check``
-    that raises ValueError for a bad value (the message follows ``field 'name':``)."""
-    meta = {"help": help, "choices": choices, "duration": duration, "flag": flag, "check": check}
+    that raises ValueError for a bad value (the message follows ``field 'name':``).
+
+    ``data_file``: the field names an input file (training data, word vectors...). A run stores such paths
+    absolute and the sha256 of each file's content, and ``--resume`` refuses a file that changed
+    (:mod:`rnnkit.train.driver`); every field naming an input file must say so.
+    """
+    meta = {"help": help, "choices": choices, "duration": duration, "flag": flag, "check": check,
+            "data_file": data_file}
     return field(default=default, metadata=meta)
+
+
+def data_file_fields(cfg: Any) -> list[str]:
+    """The names of ``cfg``'s fields declared with ``option(..., data_file=True)``."""
+    return [f.name for f in dataclasses.fields(cfg) if f.metadata.get("data_file")]
 
 
 @dataclass(frozen=True)
@@ -57,8 +81,9 @@ class TrainConfig:
 
     optimizer: str = option("adam", "optimiser", choices=("adam", "adamw", "sgd"))
     lr: float = option(2e-3, "learning rate")
-    weight_decay: float = option(0.0, "weight decay (L2 for adam/sgd, decoupled for adamw)")
-    momentum: float = option(0.0, "SGD momentum")
+    weight_decay: float = option(0.0, "weight decay (L2 for adam/sgd, decoupled for adamw)",
+                                 check=lambda v: _at_least(0, v))
+    momentum: float = option(0.0, "SGD momentum", check=lambda v: _at_least(0, v))
     scheduler: str = option("none", "learning-rate schedule: plateau = divide by --lr-decay when the "
                             "validation metric the task selects on stops improving; cosine = linear warm-up then "
                             "cosine to 0; step = Zaremba "
@@ -73,6 +98,9 @@ class TrainConfig:
     max_steps: int | None = option(None, "stop after this many optimiser steps in total")
     time_budget: float | None = option(None, "stop training after this wall time, N[s|m|h]", duration=True)
     eval_every: int = option(0, "evaluate on --valid every N steps (0 = at the end of each epoch)")
+    save_every: str = option("10m", "also save the 'last' checkpoint (for --resume) every N optimiser steps, or "
+                             "every DURATION of training, N[s|m|h] (e.g. 500 or 10m), with or without "
+                             "validation; 0 = only at evaluations and when training stops", check=parse_every)
     log_every: int = option(50, "write a metrics line every N steps")
     seed: int = option(1, "random seed (model init, dropout, shuffling, sampling)")
     threads: int | None = option(None, "CPU threads for torch (default: torch's choice)")
@@ -99,6 +127,11 @@ class TrainConfig:
         for name in names:
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"field '{name}': must be in [0, 1), got {getattr(self, name)}")
+
+
+def _at_least(low: float, value: float) -> None:
+    if value < low:
+        raise ValueError(f"must be >= {low}, got {value}")
 
 
 def task_default(name: str, default: Any) -> Any:
@@ -158,6 +191,8 @@ def coerce(cls: type, name: str, value: Any, source: str) -> Any:
             if not math.isfinite(out):
                 raise ValueError
         elif base is str:
+            if f.metadata.get("check") is parse_every and isinstance(value, int) and not isinstance(value, bool):
+                value = str(value)  # a step count from a config file
             if not isinstance(value, str):
                 raise ValueError
             out = value
