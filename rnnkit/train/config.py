@@ -134,6 +134,12 @@ def _at_least(low: float, value: float) -> None:
         raise ValueError(f"must be >= {low}, got {value}")
 
 
+def positive(value: float) -> None:
+    """An ``option`` check: the value must be > 0."""
+    if not value > 0:
+        raise ValueError(f"must be > 0, got {value}")
+
+
 def task_default(name: str, default: Any) -> Any:
     """A :class:`TrainConfig` field re-declared by a task config with the task's own default (same help)::
 

@@ -338,9 +338,9 @@ class Trainer:
                   "elapsed_s": round(s.elapsed_s, 3)})
         score = self.score(metrics)
         if score < s.best_saved_score:
-            best = ck.checkpoint_path(self.run_dir, "best")
-            if self.procs.is_main and best.is_file():
-                ck.link_checkpoint(best, ck.checkpoint_path(self.run_dir, SCHEDULED_BEST))
+            if self.procs.is_main and math.isfinite(s.best_saved_score):  # a 'best' chosen on schedule
+                ck.link_checkpoint(ck.checkpoint_path(self.run_dir, "best"),
+                                   ck.checkpoint_path(self.run_dir, SCHEDULED_BEST))
             s.best_before_final, s.best_saved_score = s.best_saved_score, score
             self.save("best", eval_loss=metrics["loss"])
 
