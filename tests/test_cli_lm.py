@@ -175,7 +175,7 @@ def test_bad_runs_and_checkpoints(tmp_path, files, capsys):
     (run / "config.json").write_text(json.dumps(cfg))
     code, _, err = run_cli(capsys, "lm", "evaluate", run)
     assert code == 2 and "run of task 'tag', not 'lm'" in err
-    # --resume accepts only stopping, device and thread flags
+    # --resume accepts only stopping, saving, device and thread flags
     code, _, err = run_cli(capsys, "lm", "train", "--resume", other, "--hidden", "8")
     assert code == 2 and "--resume takes only" in err
 

@@ -9,6 +9,7 @@ import errno
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -355,6 +356,18 @@ def test_impossible_out_is_a_one_line_error(tmp_path, files, capsys):
     one_line_error(code, err, f"field 'out': cannot create {a_file / 'run'}: {a_file} is a file, not a folder")
 
 
+def test_read_only_out_is_a_one_line_error(tmp_path, files, capsys, monkeypatch):
+    train, _ = files
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    real_access = os.access
+    # a read-only folder (as root, chmod cannot make one: this stands for a read-only file system)
+    monkeypatch.setattr(os, "access", lambda p, mode: False if Path(p) == folder else real_access(p, mode))
+    code, _, err = cli(capsys, "lm", "train", "--train", train, "--out", folder / "a" / "run", *TINY)
+    one_line_error(code, err, f"field 'out': cannot write in {folder} (read-only or permission denied)")
+    assert list(folder.iterdir()) == []
+
+
 def test_a_failing_system_call_is_one_line_without_traceback(tmp_path, files, capsys, monkeypatch):
     train, _ = files
 
@@ -446,3 +459,13 @@ def test_resume_counters_of_older_checkpoints_get_their_added_values():
     del counters["best_before_final"]
     assert ck.LoopCounters.saved({"state": counters})["best_before_final"] is None
 
+
+
+def test_sigterm_outside_training_is_one_line_and_exit_143():
+    run = ROOT / "tests" / "fixtures" / "runs_v0_1" / "tag"
+    proc = subprocess.Popen([sys.executable, "-m", "rnnkit", "tag", "predict", str(run)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, cwd=ROOT)
+    time.sleep(4)  # started, and waiting for sentences on stdin
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143 and err == "rnnkit: interrupted\n", err

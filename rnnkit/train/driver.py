@@ -22,8 +22,8 @@ every task (a task module's ``train``, ``resume`` and ``load`` are its driver's 
        :class:`~rnnkit.errors.TrainingInterrupted`, whose message says how to resume;
     7. reload the best checkpoint as the task's Run (without validation: the model in hand).
 
-``resume`` locks the run folder, reads the saved config (only stopping, device and thread fields may
-change) and refuses data files whose content changed since the run started, reads the ``last``
+``resume`` locks the run folder, reads the saved config (only stopping, saving, device and thread fields
+may change) and refuses data files whose content changed since the run started, reads the ``last``
 checkpoint and the saved vocabularies, then goes through 1 and 2 (with the saved vocabularies), builds
 the model, restores the loop's state (random generators included), drops metric lines logged after the
 checkpoint, and goes through 5-7. ``load`` reads config, vocabularies and a checkpoint and returns the
@@ -83,8 +83,8 @@ STAGING = ".rnnkit-new"  # a run that replaces another is written here until its
 DATA_HASHES = "data_sha256"  # config.json's key: sha256 of each data file (see data_hashes)
 BUNDLED = "(bundled data)"  # DATA_HASHES's key for the data shipped with rnnkit
 
-# the only fields a resumed run may change: when and where it stops and what it runs on
-RESUME_FIELDS = ("max_steps", "time_budget", "epochs", "device", "threads")
+# the only fields a resumed run may change: when it stops and saves, and what it runs on
+RESUME_FIELDS = ("max_steps", "time_budget", "epochs", "save_every", "device", "threads")
 
 
 class TaskSpec(ABC, Generic[C, V, D]):
@@ -195,7 +195,8 @@ class Driver(Generic[C, V, D]):
         return self.load(out)
 
     def resume(self, run_dir: str | Path, *, progress: bool = True, **overrides: Any) -> Any:
-        """Continue a run from its ``last`` checkpoint; only stopping, device and thread fields may change."""
+        """Continue a run from its ``last`` checkpoint; only stopping, saving, device and thread fields may
+        change."""
         spec = self.spec
         out = Path(run_dir)
         load_run_config(out, spec.config_class, spec.name)  # a clear error before the lock for a non-run
@@ -367,7 +368,7 @@ def check_data_hashes(run_dir: Path, cfg: Any) -> dict[str, str] | None:
 
 
 def resume_config(saved: C, overrides: dict[str, Any]) -> C:
-    """The saved config with only the stopping, device and thread fields replaced."""
+    """The saved config with only the stopping, saving, device and thread fields replaced."""
     bad = sorted(set(overrides) - set(RESUME_FIELDS))
     if bad:
         raise ConfigError(f"field '{bad[0]}': --resume takes only {', '.join(RESUME_FIELDS)}; everything "

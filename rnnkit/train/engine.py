@@ -346,23 +346,20 @@ class Trainer:
 
     # --- the loop ----------------------------------------------------------------------------------
 
-    def _should_stop(self, start: float, interrupt: _StopFlag) -> str:
-        """Why to stop before the next step ('' to go on); saves 'last' first when ``save_every`` seconds
-        have passed since the latest one. Under torchrun all ranks take these decisions together."""
+    def _should_stop(self, start: float, interrupt: _StopFlag) -> tuple[str, bool]:
+        """Why to stop before the next step ('' to go on), and whether ``save_every`` seconds have passed
+        since the latest 'last' checkpoint. Under torchrun all ranks take these decisions together."""
         cfg, s = self.cfg, self.state
         if cfg.max_steps is not None and s.step >= cfg.max_steps:
-            return "max_steps"  # the same on every rank
+            return "max_steps", False  # the same on every rank
         now = time.perf_counter()
         out_of_time, interrupted, save_due = self.procs.any([
             cfg.time_budget is not None and now - start >= cfg.time_budget, interrupt.requested,
             self.save_kind == "seconds" and now - self._last_save[1] >= self.save_every])
         if interrupted:
             self.stop_signal = interrupt.signum or signal.SIGTERM  # a rank told by the others: torchrun's
-        if out_of_time or interrupted:
-            return "time_budget" if out_of_time else "interrupted"
-        if save_due and self._last_save[0] != s.step:
-            self.save("last")
-        return ""
+        stop = "time_budget" if out_of_time else "interrupted" if interrupted else ""
+        return stop, save_due and self._last_save[0] != s.step
 
     def fit(self) -> TrainState:
         """Train until epochs, steps, time budget, early stopping or Ctrl-C end it; return the state."""
@@ -384,9 +381,12 @@ class Trainer:
         with _StopFlag() as interrupt:
             while not stop and s.epoch < cfg.epochs:
                 for batch in task.train_batches(s.epoch, s.batch_in_epoch):
-                    stop = self._should_stop(start, interrupt)
+                    stop, save_due = self._should_stop(start, interrupt)
                     if stop:
                         break
+                    if save_due:  # save_every seconds passed
+                        s.elapsed_s = elapsed_before + time.perf_counter() - start
+                        self.save("last")
                     # forward + loss: the mean over real tokens of all ranks (DDP averages gradients)
                     with self._autocast():
                         loss_sum, carry, tokens, lr_scale = self.step_module(batch, detach_carry(s.carry))
