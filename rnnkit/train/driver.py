@@ -430,15 +430,17 @@ def create_run(out: Path, cfg: Any, task: str, tokenizer: dict[str, Any], hashes
     itself, or, when ``out`` holds a run (``overwrite``), the staging folder ``out/.rnnkit-new``, whose
     ``publish`` replaces the old run by the new one once the new one has a checkpoint.
     """
+    if not info.is_main:  # the other ranks write nothing
+        dist.barrier()
+        return out, None
     check_out_dir(out, overwrite=overwrite)  # again, under the lock
     replacing = is_run(out)
     folder = out / STAGING if replacing else out
-    if info.is_main:
-        if folder.exists():
-            shutil.rmtree(folder)  # a staging folder left by a killed run
-        folder.mkdir(parents=True)
-        save_run_config(folder, cfg, task, hashes)
-        write_json(folder / TOKENIZER, tokenizer)
+    if folder.exists() and replacing:
+        shutil.rmtree(folder)  # a staging folder left by a killed run
+    folder.mkdir(parents=True, exist_ok=True)
+    save_run_config(folder, cfg, task, hashes)
+    write_json(folder / TOKENIZER, tokenizer)
     dist.barrier()
     return folder, (lambda: publish_run(folder, out)) if replacing else None
 
