@@ -26,6 +26,8 @@ from rnnkit.errors import CheckpointError
 from rnnkit.train import checkpoint as ck
 from rnnkit.train.config import TrainConfig, build_config
 from rnnkit.train.engine import StepResult, Trainer
+from tests import test_cli_lm
+from tests.test_cli_lm import run_cli as cli
 from tests.test_lm_task import make_text
 from tests.test_tag_task import pos_sentences, write_conllu
 
@@ -33,20 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--hidden", "16", "--emb", "8", "--layers", "1", "--batch-size", "4", "--bptt", "8", "--threads", "1",
         "--no-progress", "--time-budget", "none", "--sample-length", "0"]
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)}
-
-
-@pytest.fixture
-def files(tmp_path):
-    train, valid = tmp_path / "train.txt", tmp_path / "valid.txt"
-    train.write_text(make_text(200, 1))
-    valid.write_text(make_text(30, 2))
-    return train, valid
-
-
-def cli(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
+files = test_cli_lm.files  # the fixture: a small training and validation text
 
 
 def one_line_error(code: int, err: str, message: str) -> None:
