@@ -458,3 +458,20 @@ def test_sigterm_outside_training_is_one_line_and_exit_143():
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143 and err == "rnnkit: interrupted\n", err
+
+
+def test_every_task_declares_its_data_files():
+    """The data hash check and absolute paths rely on ``data_file=True``: every task module's training and
+    validation fields carry it (the task modules are found, so a new one is checked too)."""
+    import importlib
+    import pkgutil
+
+    import rnnkit.tasks
+    from rnnkit.train.config import data_file_fields
+
+    tasks = [importlib.import_module(f"rnnkit.tasks.{m.name}") for m in pkgutil.iter_modules(rnnkit.tasks.__path__)]
+    drivers = [t.DRIVER for t in tasks if hasattr(t, "DRIVER")]
+    assert len(drivers) >= 3
+    for driver in drivers:
+        cfg = driver.spec.config_class()
+        assert {"train", "valid"} <= set(data_file_fields(cfg)), driver.spec.name
