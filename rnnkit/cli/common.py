@@ -39,7 +39,9 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type) -> None:
         if base is bool:
             group.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
             continue
-        if f.metadata.get("choices"):
+        if f.metadata.get("metavar"):
+            kwargs["metavar"] = f.metadata["metavar"]
+        elif f.metadata.get("choices"):
             kwargs["choices"] = f.metadata["choices"]  # argparse shows them as {a,b,c}
         elif f.metadata.get("duration"):
             kwargs["metavar"] = "DURATION"

@@ -57,16 +57,18 @@ def parse_every(value: str | int) -> tuple[str, float]:
 
 
 def option(default: Any, help: str, *, choices: tuple | None = None, duration: bool = False,
-           flag: str | None = None, check: Callable[[Any], Any] | None = None, data_file: bool = False) -> Any:
+           flag: str | None = None, check: Callable[[Any], Any] | None = None, data_file: bool = False,
+           metavar: str | None = None) -> Any:
     """A config field: default plus the CLI help text and, optionally, its allowed values or a ``check``
-    that raises ValueError for a bad value (the message follows ``field 'name':``).
+    that raises ValueError for a bad value (the message follows ``field 'name':``), and the flag's
+    ``metavar`` in ``--help`` when the type's (N, X, S...) says too little.
 
     ``data_file``: the field names an input file (training data, word vectors...). A run stores such paths
     absolute and the sha256 of each file's content, and ``--resume`` refuses a file that changed
     (:mod:`rnnkit.train.driver`); every field naming an input file must say so.
     """
     meta = {"help": help, "choices": choices, "duration": duration, "flag": flag, "check": check,
-            "data_file": data_file}
+            "data_file": data_file, "metavar": metavar}
     return field(default=default, metadata=meta)
 
 
@@ -100,7 +102,8 @@ class TrainConfig:
     eval_every: int = option(0, "evaluate on --valid every N steps (0 = at the end of each epoch)")
     save_every: str = option("10m", "also save the 'last' checkpoint (for --resume) every N optimiser steps, or "
                              "every DURATION of training, N[s|m|h] (e.g. 500 or 10m), with or without "
-                             "validation; 0 = only at evaluations and when training stops", check=parse_every)
+                             "validation; 0 = only at evaluations and when training stops", check=parse_every,
+                             metavar="N|DURATION")
     log_every: int = option(50, "write a metrics line every N steps")
     seed: int = option(1, "random seed (model init, dropout, shuffling, sampling)")
     threads: int | None = option(None, "CPU threads for torch (default: torch's choice)")
