@@ -414,6 +414,25 @@ def test_non_finite_validation_loss_stops_and_is_never_best(tmp_path, files, cap
     assert step_of(run / "best.safetensors") == 3 and step_of(run / "last.safetensors") == 3
 
 
+def test_out_of_memory_during_training_stops_with_one_line(tmp_path, files, capsys, monkeypatch):
+    train, _ = files
+    original, calls = lm.LMTask.train_loss, []
+
+    def train_loss(self, *args):
+        calls.append(1)
+        if len(calls) == 4:  # a bigger batch than any before: the allocator fails
+            torch.empty(3_000_000, 3_000_000, 4)
+        return original(self, *args)
+
+    monkeypatch.setattr(lm.LMTask, "train_loss", train_loss)
+    run = tmp_path / "run"
+    code, _, err = cli(capsys, "lm", "train", "--train", train, "--out", run, "--max-steps", "9", "--save-every", "2",
+                       *TINY)
+    one_line_error(code, err, f"out of memory at step 4 on cpu; training stopped and the last good checkpoint is "
+                              f"{run / 'last.safetensors'} (lower --batch-size or the model's size)")
+    assert step_of(run / "last.safetensors") == 2
+
+
 def test_bit_damage_in_a_checkpoint_is_reported_not_used(tmp_path, files, capsys):
     train, _ = files
     run = tmp_path / "run"

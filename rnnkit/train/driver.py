@@ -67,7 +67,7 @@ from rnnkit.train import checkpoint as ck
 from rnnkit.train import distributed as dist
 from rnnkit.train.config import TrainConfig, build_config, config_to_dict, data_file_fields
 from rnnkit.train.distributed import DistInfo, resolve_device
-from rnnkit.train.engine import SCHEDULED_BEST, Task, Trainer
+from rnnkit.train.engine import SCHEDULED_BEST, Task, Trainer, is_out_of_memory
 
 C = TypeVar("C", bound=TrainConfig)
 V = TypeVar("V")
@@ -499,7 +499,7 @@ def build_model(build: Callable[[], nn.Module], device: torch.device) -> nn.Modu
     try:
         return build().to(device)
     except (MemoryError, RuntimeError) as e:
-        if not isinstance(e, MemoryError) and "alloc" not in str(e) and "out of memory" not in str(e):
+        if not is_out_of_memory(e):
             raise
     with torch.device("meta"):  # count the parameters without allocating them
         n = sum(p.numel() for p in build().parameters())

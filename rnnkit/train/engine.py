@@ -25,6 +25,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -47,6 +48,12 @@ class TrainingStopped(RnnkitError):
 # where an end-of-run evaluation that claimed 'best' keeps the 'best' it replaced, for a resumed run to
 # restore (a hidden file of the run folder: RUN/.scheduled-best.safetensors)
 SCHEDULED_BEST = ".scheduled-best"
+
+
+def is_out_of_memory(e: BaseException) -> bool:
+    """Whether ``e`` is an allocation that failed (CPU or GPU), not another error."""
+    return isinstance(e, MemoryError) or (isinstance(e, RuntimeError) and (
+        "out of memory" in str(e) or "can't allocate memory" in str(e)))
 
 
 @dataclass
@@ -378,7 +385,7 @@ class Trainer:
         grad_norm = torch.zeros((), device=self.device)
         stop = ""
         self.step_module.train()
-        with _StopFlag() as interrupt:
+        with _StopFlag() as interrupt, self._out_of_memory_stops():
             while not stop and s.epoch < cfg.epochs:
                 for batch in task.train_batches(s.epoch, s.batch_in_epoch):
                     stop, save_due = self._should_stop(start, interrupt)
@@ -457,6 +464,17 @@ class Trainer:
         self.save("last", also_as=None if task.has_valid else "best")
         self.procs.barrier()  # no rank reads the run folder before rank 0 has written it
         return s
+
+    @contextmanager
+    def _out_of_memory_stops(self) -> Iterator[None]:
+        """Running out of memory during training is a TrainingStopped, the last good checkpoint kept."""
+        try:
+            yield
+        except (MemoryError, RuntimeError) as e:
+            if not is_out_of_memory(e):
+                raise
+            raise TrainingStopped(f"out of memory at step {self.state.step + 1} on {self.device.type}; training "
+                                  f"stopped and {self._kept()} (lower --batch-size or the model's size)") from None
 
     def _kept(self) -> str:
         last = ck.checkpoint_path(self.run_dir, "last")
