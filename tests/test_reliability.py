@@ -494,3 +494,12 @@ def test_every_task_declares_its_data_files():
     for driver in drivers:
         cfg = driver.spec.config_class()
         assert {"train", "valid"} <= set(data_file_fields(cfg)), driver.spec.name
+
+
+def test_resume_with_a_missing_data_file_names_it(tmp_path, files, capsys):
+    train, _ = files
+    run = tmp_path / "run"
+    assert cli(capsys, "lm", "train", "--train", train, "--out", run, "--max-steps", "2", *TINY)[0] == 0
+    train.unlink()
+    code, _, err = cli(capsys, "lm", "train", "--resume", run, "--max-steps", "4")
+    one_line_error(code, err, f"{train}: no such file")

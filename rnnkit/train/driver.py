@@ -358,6 +358,10 @@ def check_data_hashes(run_dir: Path, cfg: Any) -> dict[str, str] | None:
     saved = read_json(Path(run_dir) / CONFIG, "run config").get(DATA_HASHES)
     if saved is None:
         return None
+    missing = [name for name in data_file_fields(cfg) if getattr(cfg, name) is not None
+               and not Path(getattr(cfg, name)).is_file()]
+    if missing:  # the task's reader says so, naming the file
+        return saved
     for name, digest in data_hashes(cfg).items():
         if saved.get(name) != digest:
             what = ("the data bundled with this rnnkit differs from the run's" if name == BUNDLED else
