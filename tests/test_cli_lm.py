@@ -175,24 +175,37 @@ def test_bad_runs_and_checkpoints(tmp_path, files, capsys):
     (run / "config.json").write_text(json.dumps(cfg))
     code, _, err = run_cli(capsys, "lm", "evaluate", run)
     assert code == 2 and "run of task 'tag', not 'lm'" in err
-    # --resume accepts only stopping, device and thread flags
+    # --resume accepts only stopping, saving, device and thread flags
     code, _, err = run_cli(capsys, "lm", "train", "--resume", other, "--hidden", "8")
     assert code == 2 and "--resume takes only" in err
 
 
-def test_ctrl_c_saves_and_says_how_to_resume(tmp_path, files):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_and_sigterm_save_say_how_to_resume_and_exit_non_zero(tmp_path, files, sig):
     train, _ = files
     run = tmp_path / "run"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # --save-every 0: the only checkpoint is the one written on the signal
     proc = subprocess.Popen([sys.executable, "-m", "rnnkit", "lm", "train", "--train", str(train), "--out", str(run),
-                             "--log-every", "1", "--epochs", "100000", "--sample-length", "0", *TINY],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                             "--log-every", "1", "--epochs", "100000", "--sample-length", "0", "--save-every", "0",
+                             *TINY], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     deadline = time.time() + 60
     while time.time() < deadline and not (run / "metrics.jsonl").exists():
         time.sleep(0.2)
     time.sleep(0.5)
-    proc.send_signal(signal.SIGINT)
+    assert not (run / "last.safetensors").exists()
+    proc.send_signal(sig)
     out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 0, err
+    assert proc.returncode == 128 + sig, err  # 130 / 143: `train && evaluate` must not go on
     assert "interrupted" in err and f"--resume {run}" in err and "Traceback" not in err
     assert (run / "last.safetensors").is_file()
+    step = step_of(run)
+    code = main(["lm", "train", "--resume", str(run), "--max-steps", str(step + 2), "--sample-length", "0",
+                 "--no-progress"])
+    assert code == 0 and step_of(run) == step + 2
+
+
+def step_of(run) -> int:  # noqa: ANN001
+    from rnnkit.train import checkpoint as ck
+
+    return ck.load_checkpoint(run / "last.safetensors").meta["state"]["step"]

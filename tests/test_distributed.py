@@ -3,7 +3,9 @@ exact resume, and padded batches with unequal real-token counts per rank."""
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import socket
 from collections import Counter
 from contextlib import contextmanager
@@ -14,6 +16,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+from rnnkit.errors import TrainingInterrupted
 from rnnkit.tasks import lm
 from rnnkit.train import checkpoint as ck
 from rnnkit.train import distributed as dist
@@ -158,6 +161,34 @@ def test_distributed_resume_is_exact(text):
             assert torch.equal(x, y)
     with pytest.raises(Exception, match="written by 2 process"):
         lm.resume(text / "split", max_steps=10, progress=False)
+
+
+def lm_sigterm(rank: int, tmp: str) -> None:
+    """Rank 1 alone gets SIGTERM during step 3; record what each rank's train raises."""
+    if rank == 1:
+        calls = []
+
+        def train_loss(self, model, batch, carry):
+            calls.append(1)
+            if len(calls) == 3:
+                os.kill(os.getpid(), signal.SIGTERM)
+            return _original_train_loss(self, model, batch, carry)
+
+        lm.LMTask.train_loss = train_loss
+    try:
+        lm.train(out=str(Path(tmp) / "run"), max_steps=50, progress=False, save_every="0", **lm_settings(Path(tmp)))
+    except TrainingInterrupted as e:
+        (Path(tmp) / f"rank{rank}.json").write_text(json.dumps({"exit_code": e.exit_code, "message": str(e)}))
+
+
+def test_sigterm_under_torchrun_stops_every_rank_after_saving(text):
+    spawn("lm_sigterm", tmp=str(text))
+    codes = [json.loads((text / f"rank{r}.json").read_text()) for r in range(WORLD)]
+    assert codes[0] == {"exit_code": 143, "message": f"interrupted; resume with: rnnkit lm train --resume "
+                                                     f"{text / 'run'}"}
+    assert codes[1] == {"exit_code": 143, "message": ""}  # only rank 0 speaks
+    meta = ck.load_checkpoint(text / "run" / "last.safetensors", task="lm").meta
+    assert meta["state"]["step"] == 3 and meta["world_size"] == WORLD
 
 
 # --- a padded task with unequal real-token counts per rank ---------------------------------------------

@@ -42,7 +42,9 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type) -> None:
         if base is bool:
             group.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
             continue
-        if f.metadata.get("choices"):
+        if f.metadata.get("metavar"):
+            kwargs["metavar"] = f.metadata["metavar"]
+        elif f.metadata.get("choices"):
             kwargs["choices"] = f.metadata["choices"]  # argparse shows them as {a,b,c}
         elif f.metadata.get("duration"):
             kwargs["metavar"] = "DURATION"
@@ -74,7 +76,7 @@ def add_train_parser(sub: argparse._SubParsersAction, task: Any, report: Callabl
     p.add_argument("--config", metavar="FILE", help="TOML or YAML file setting the fields below; flags win")
     p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     p.add_argument("--resume", metavar="RUN", help="continue RUN from its last checkpoint (only stopping, "
-                   "device and thread flags may be given)")
+                   "saving, device and thread flags may be given)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_config_flags(p, task.DRIVER.spec.config_class)
     return p
@@ -106,7 +108,8 @@ def train_or_resume(task: Any, args: argparse.Namespace) -> Any:
     """``train`` or ``--resume``, the same for every task module (its ``DRIVER``).
 
     A fresh run takes field defaults < ``--config`` file < flags; ``--resume RUN`` takes its config from the
-    run folder, and the driver's ``resume`` accepts only the stopping, device and thread flags among those given.
+    run folder, and the driver's ``resume`` accepts only the stopping, saving, device and thread flags among those
+    given.
     """
     driver = task.DRIVER
     cls = driver.spec.config_class

@@ -52,6 +52,8 @@ class LMModelConfig:
             resolve_cell(self.model)
         except ValueError as e:
             raise ValueError(f"model: {e}") from None
+        if self.init_range is not None and not self.init_range > 0:
+            raise ValueError(f"init_range must be > 0, got {self.init_range}")
         if self.tie_weights and self.emb != self.hidden:
             raise ValueError(f"tie_weights needs emb == hidden, got emb={self.emb}, hidden={self.hidden}")
         if self.softmax not in ("full", "adaptive"):

@@ -29,7 +29,7 @@ from rnnkit.errors import ConfigError, DataError
 from rnnkit.metrics.lm import lm_summary
 from rnnkit.models.lm import LanguageModel, LMModelConfig
 from rnnkit.nn.registry import describe_cells, resolve_cell
-from rnnkit.train.config import TokenizerFields, TrainConfig, option, task_default, train_option, valid_option
+from rnnkit.train.config import TokenizerFields, TrainConfig, option, positive, task_default, train_option, valid_option
 from rnnkit.train.distributed import DistInfo, shard
 from rnnkit.train.driver import Driver, TaskSpec
 from rnnkit.train.engine import StepResult
@@ -57,7 +57,7 @@ class LMConfig(TokenizerFields, TrainConfig):
     softmax: str = option("full", "output layer", choices=("full", "adaptive"))
     cutoffs: tuple[int, ...] = option((), "adaptive softmax cut-offs, e.g. 2000,10000")
     init_range: float | None = option(None, "initialise every weight uniformly in [-X, X] (Zaremba et al.: 0.1); "
-                                      "default: torch's initialisation")
+                                      "default: torch's initialisation", check=positive)
     batch_size: int = option(64, "parallel streams per batch", low=1)
     bptt: int = option(128, "truncated back-propagation length", low=1)
     variable_bptt: bool = option(False, "AWD-LSTM's random BPTT lengths (learning rate scaled to match)")

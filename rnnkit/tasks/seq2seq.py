@@ -75,10 +75,11 @@ class Seq2SeqTaskConfig(TokenizerFields, TrainConfig):
                                      "the bundled Tatoeba English-French train split")
     valid: str | None = valid_option("validation pairs, TSV", "its valid split")
     src_train: str | None = option(None, "training sources, one sentence per line (with --tgt-train, "
-                                   "instead of --train)")
-    tgt_train: str | None = option(None, "training targets, line-aligned with --src-train")
-    src_valid: str | None = option(None, "validation sources (with --tgt-valid, instead of --valid)")
-    tgt_valid: str | None = option(None, "validation targets, line-aligned with --src-valid")
+                                   "instead of --train)", data_file=True)
+    tgt_train: str | None = option(None, "training targets, line-aligned with --src-train", data_file=True)
+    src_valid: str | None = option(None, "validation sources (with --tgt-valid, instead of --valid)",
+                                   data_file=True)
+    tgt_valid: str | None = option(None, "validation targets, line-aligned with --src-valid", data_file=True)
     max_chars: int = option(MAX_CHARS, "pairs with a side longer than this many characters are skipped "
                             "(with a warning giving the count)", low=1)
     out: str = option("runs/seq2seq", "run folder to write")

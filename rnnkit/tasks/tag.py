@@ -68,7 +68,7 @@ class TagConfig(TrainConfig):
                              "still sees the case): fewer unseen words")
     word_dropout: float = option(0.05, "training: replace each word by <unk> with this probability", fraction=True)
     word_vectors: str | None = option(None, "pre-trained word vectors, word2vec/GloVe text format (their "
-                                      "size must equal --emb)")
+                                      "size must equal --emb)", data_file=True)
     emb: int = option(100, "word embedding size", low=1)
     chars: bool = option(True, "character encoder for each word (a bidirectional --char-cell)")
     char_emb: int = option(32, "character embedding size", low=1)

@@ -23,16 +23,24 @@ and, in the safetensors header's metadata under the key ``rnnkit``, one JSON doc
     optimizer           the optimiser's param_groups and its plain (non-tensor) per-parameter values
     scaler              the fp16 gradient scaler's state dict ({} when off)
     carry               the structure that rebuilds the carried state from ``carry.<i>`` (None: no carry)
+    tensor_sha256       sha256 over every tensor (see :func:`tensor_digest`), verified on load; files
+                        written before it existed have none and load unchecked
 
-Loading reads the file once with :func:`safetensors.safe_open`, which cannot run code.
+Loading reads the file once with :func:`safetensors.safe_open`, which cannot run code. Every file of a
+run is written through :func:`atomic_write`: a temporary file in the same folder, fsync, rename; when
+writing fails (a full disk...) the temporary file is removed, the previous file is left as it was, and
+the failure is a :class:`~rnnkit.errors.CheckpointError` naming the file.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import errno
+import hashlib
 import json
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,6 +68,10 @@ class LoopCounters:
     bad_evals: int = 0  # scheduled evaluations since the best one
     best_saved_score: float = math.inf  # score of the checkpoint saved as 'best'
     elapsed_s: float = 0.0  # training wall time over all invocations
+    # the best_saved_score before an end-of-run evaluation claimed 'best' (None: 'best' was claimed on
+    # schedule); a resumed run takes that claim back (see Trainer.restore), so that stopping and resuming
+    # picks the same 'best' as an uninterrupted run
+    best_before_final: float | None = None
 
     def counters(self) -> dict[str, Any]:
         """The counter fields as a JSON-ready dict (a subclass's other fields left out)."""
@@ -67,8 +79,14 @@ class LoopCounters:
 
     @staticmethod
     def saved(meta: dict[str, Any]) -> dict[str, Any]:
-        """The counters a checkpoint's metadata holds, by field (KeyError when one is missing)."""
-        return {f.name: meta["state"][f.name] for f in dataclasses.fields(LoopCounters)}
+        """The counters a checkpoint's metadata holds, by field (KeyError when one is missing; fields added
+        since format 1 was first written take their :data:`ADDED_COUNTERS` value)."""
+        state = {**ADDED_COUNTERS, **meta["state"]}
+        return {f.name: state[f.name] for f in dataclasses.fields(LoopCounters)}
+
+
+# counters added after checkpoints of format 1 were first written, with the value every older one had
+ADDED_COUNTERS: dict[str, Any] = {"best_before_final": None}
 
 
 @dataclass
@@ -100,36 +118,66 @@ def checkpoint_path(run_dir: str | Path, name: str) -> Path:
     return Path(run_dir) / f"{name}{SUFFIX}"
 
 
+def temporary_path(path: Path) -> Path:
+    """The temporary file :func:`atomic_write` writes ``path`` through (hidden, same folder)."""
+    return path.with_name(f".{path.name}.tmp")
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Call ``write(tmp)`` to write a temporary file beside ``path``, fsync it, then rename it to ``path``,
+    so that readers (and a process killed half-way) never see half a file.
+
+    Raises:
+        CheckpointError: writing failed (no space left, no permission...): the temporary file is removed
+            and ``path`` is as it was.
+    """
+    path = Path(path)
+    tmp = temporary_path(path)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            why = "no space left on device" if e.errno == errno.ENOSPC else (e.strerror or str(e))
+            raise CheckpointError(f"{path}: cannot write ({why}); the previous version is kept") from None
+        raise
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename, so readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Write ``data`` to ``path`` with :func:`atomic_write`."""
+    atomic_write(path, lambda tmp: tmp.write_bytes(data))
 
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 (hex) over every tensor in key order: its name, dtype, shape and raw bytes (CPU, contiguous)."""
+    h = hashlib.sha256()
+    for key in sorted(tensors):
+        t = tensors[key].detach().to("cpu").contiguous()
+        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
 def save_checkpoint(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-    """Write one checkpoint atomically (temporary file in the same folder, fsync, rename)."""
-    meta = {"format_version": FORMAT_VERSION, "rnnkit_version": __version__, **meta}
+    """Write one checkpoint with :func:`atomic_write`, its tensors' checksum in the metadata."""
     # clone: safetensors refuses tensors that share memory (tied weights) and non-contiguous views
     flat = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(flat, str(tmp), metadata={"rnnkit": json.dumps(meta)})
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    meta = {"format_version": FORMAT_VERSION, "rnnkit_version": __version__, **meta,
+            "tensor_sha256": tensor_digest(flat)}
+    atomic_write(path, lambda tmp: save_file(flat, str(tmp), metadata={"rnnkit": json.dumps(meta)}))
 
 
 def link_checkpoint(src: Path, dst: Path) -> None:
     """Make ``dst`` the same checkpoint as ``src`` without writing it twice (hard link, else a copy),
     replacing ``dst`` atomically."""
-    tmp = dst.with_name(f".{dst.name}.tmp")
+    tmp = temporary_path(dst)
     tmp.unlink(missing_ok=True)
     try:
         os.link(src, tmp)
@@ -144,7 +192,8 @@ def load_checkpoint(path: Path, *, task: str | None = None) -> Checkpoint:
     """Load a checkpoint written by :func:`save_checkpoint`; errors name the file.
 
     Raises:
-        CheckpointError: the file is missing, damaged, not an rnnkit checkpoint, or of another task.
+        CheckpointError: the file is missing, damaged (its tensors' checksum included), not an rnnkit
+            checkpoint, or of another task.
     """
     path = Path(path)
     if not path.is_file():
@@ -161,6 +210,10 @@ def load_checkpoint(path: Path, *, task: str | None = None) -> Checkpoint:
         raise CheckpointError(f"{path}: unsupported checkpoint format {meta.get('format_version')!r}")
     if task is not None and meta.get("task") != task:
         raise CheckpointError(f"{path}: checkpoint is for task '{meta.get('task')}', not '{task}'")
+    digest = meta.get("tensor_sha256")
+    if digest is not None and digest != tensor_digest(tensors):
+        raise CheckpointError(f"{path}: damaged checkpoint (its tensor data does not match the checksum "
+                              f"saved with it)")
     return Checkpoint(path, meta, tensors)
 
 

@@ -46,31 +46,55 @@ def parse_duration(value: str | float | int) -> float:
     return seconds
 
 
+def parse_every(value: str | int) -> tuple[str, float]:
+    """Parse a ``--save-every`` value: ``N`` optimiser steps -> ("steps", N), ``N[s|m|h]`` -> ("seconds", x);
+    ``0`` -> ("steps", 0), off."""
+    if isinstance(value, bool):
+        raise ValueError(f"not a step count or duration: {value!r}")
+    text = str(value).strip()
+    if re.fullmatch(r"\d+", text):
+        return "steps", int(text)
+    if not re.fullmatch(r"\d+(?:\.\d+)?\s*[smh]", text):
+        raise ValueError(f"expected N steps or a duration N[s|m|h] (e.g. 500 or 10m), got {value!r}")
+    return "seconds", parse_duration(text)
+
+
 def option(default: Any, help: str, *, choices: tuple | None = None, duration: bool = False,
            flag: str | None = None, check: Callable[[Any], Any] | None = None, low: int | None = None,
-           fraction: bool = False) -> Any:
+           fraction: bool = False, data_file: bool = False, metavar: str | None = None) -> Any:
     """A config field: default plus the CLI help text and, optionally, its allowed values or a ``check``
-    that raises ValueError for a bad value (the message follows ``field 'name':``).
+    that raises ValueError for a bad value (the message follows ``field 'name':``), and the flag's
+    ``metavar`` in ``--help`` when the type's (N, X, S...) says too little.
 
     Ranges are declared here and enforced by :meth:`TrainConfig.__post_init__` for every task config:
     ``low=N`` (the value must be >= N; None passes, for optional fields) and ``fraction=True`` (a rate
     such as dropout: in [0, 1)).
+
+    ``data_file``: the field names an input file (training data, word vectors...). A run stores such paths
+    absolute and the sha256 of each file's content, and ``--resume`` refuses a file that changed
+    (:mod:`rnnkit.train.driver`); every field naming an input file must say so.
     """
     meta = {"help": help, "choices": choices, "duration": duration, "flag": flag, "check": check, "low": low,
-            "fraction": fraction}
+            "fraction": fraction, "data_file": data_file, "metavar": metavar}
     return field(default=default, metadata=meta)
+
+
+def data_file_fields(cfg: Any) -> list[str]:
+    """The names of ``cfg``'s fields declared with ``option(..., data_file=True)``."""
+    return [f.name for f in dataclasses.fields(cfg) if f.metadata.get("data_file")]
 
 
 def train_option(what: str, bundled: str) -> Any:
     """The ``train`` field of a task whose default is its bundled data: ``what`` the files are, and which
     bundled data stand in when none is given."""
-    return option(None, f"{what} (default: {bundled})")
+    return option(None, f"{what} (default: {bundled})", data_file=True)
 
 
 def valid_option(what: str, bundled: str) -> Any:
     """The ``valid`` field beside :func:`train_option`: ``bundled`` is the validation data used with the
     bundled training data; with training files and no ``valid``, no validation runs."""
-    return option(None, f"{what} (default with bundled data: {bundled}; otherwise none, and no validation runs)")
+    return option(None, f"{what} (default with bundled data: {bundled}; otherwise none, and no validation runs)",
+                  data_file=True)
 
 
 @dataclass(frozen=True)
@@ -79,8 +103,8 @@ class TrainConfig:
 
     optimizer: str = option("adam", "optimiser", choices=("adam", "adamw", "sgd"))
     lr: float = option(2e-3, "learning rate")
-    weight_decay: float = option(0.0, "weight decay (L2 for adam/sgd, decoupled for adamw)")
-    momentum: float = option(0.0, "SGD momentum")
+    weight_decay: float = option(0.0, "weight decay (L2 for adam/sgd, decoupled for adamw)", low=0)
+    momentum: float = option(0.0, "SGD momentum", low=0)
     scheduler: str = option("none", "learning-rate schedule: plateau = divide by --lr-decay when the "
                             "validation metric the task selects on stops improving; cosine = linear warm-up then "
                             "cosine to 0; step = Zaremba "
@@ -95,6 +119,10 @@ class TrainConfig:
     max_steps: int | None = option(None, "stop after this many optimiser steps in total", low=0)
     time_budget: float | None = option(None, "stop training after this wall time, N[s|m|h]", duration=True)
     eval_every: int = option(0, "evaluate on --valid every N steps (0 = at the end of each epoch)", low=0)
+    save_every: str = option("10m", "also save the 'last' checkpoint (for --resume) every N optimiser steps, or "
+                             "every DURATION of training, N[s|m|h] (e.g. 500 or 10m), with or without "
+                             "validation; 0 = only at evaluations and when training stops", check=parse_every,
+                             metavar="N|DURATION")
     log_every: int = option(50, "write a metrics line every N steps", low=1)
     seed: int = option(1, "random seed (model init, dropout, shuffling, sampling)")
     threads: int | None = option(None, "CPU threads for torch (default: torch's choice)")
@@ -141,6 +169,12 @@ class TokenizerFields:
     min_count: int = option(1, "char/word level: rarer symbols become <unk>", low=1)
     max_vocab: int | None = option(None, "char/word level: keep at most this many symbols", low=1)
     subword_vocab: int = option(8000, "subword level: BPE vocabulary size", low=1)
+
+
+def positive(value: float) -> None:
+    """An ``option`` check: the value must be > 0."""
+    if not value > 0:
+        raise ValueError(f"must be > 0, got {value}")
 
 
 def task_default(name: str, default: Any) -> Any:
@@ -200,6 +234,8 @@ def coerce(cls: type, name: str, value: Any, source: str) -> Any:
             if not math.isfinite(out):
                 raise ValueError
         elif base is str:
+            if f.metadata.get("check") is parse_every and isinstance(value, int) and not isinstance(value, bool):
+                value = str(value)  # a step count from a config file
             if not isinstance(value, str):
                 raise ValueError
             out = value

@@ -8,19 +8,27 @@ every task (a task module's ``train``, ``resume`` and ``load`` are its driver's 
 ``train`` (a new run):
     1. start: check the output folder (touching nothing), join torchrun's process group, check the
        device and precision, seed torch and set the thread count;
-    2. prepare data: read and check every input, build the vocabularies (:meth:`TaskSpec.prepare`),
-       all before the run folder is touched, so that a bad input loses nothing;
-    3. create the run folder, save ``config.json`` and ``tokenizer.json`` (rank 0; the others wait);
-    4. build the model (seeded), then give each rank its own dropout randomness;
+    2. prepare data: read and check every input, build the vocabularies (:meth:`TaskSpec.prepare`) and
+       hash every data file (``option(..., data_file=True)`` fields);
+    3. build the model (seeded; running out of memory is a one-line error), then give each rank its own
+       dropout randomness, and the trainer with its optimiser; steps 1-3 touch no file, so that a bad
+       input or setting loses nothing;
+    4. lock the run folder (:func:`run_lock`, rank 0) and create the run: ``config.json`` (data paths
+       absolute, with their hashes) and ``tokenizer.json`` (rank 0; the others wait). A run that replaces
+       another (``overwrite``) is written into ``RUN/.rnnkit-new`` and moved into place file by file
+       once its first checkpoint is written: until then the old run is whole;
     5. train (:class:`~rnnkit.train.engine.Trainer`);
-    6. report why and where training stopped (one line on stderr);
+    6. report why and where training stopped (one line on stderr); after Ctrl-C or SIGTERM raise
+       :class:`~rnnkit.errors.TrainingInterrupted`, whose message says how to resume;
     7. reload the best checkpoint as the task's Run (without validation: the model in hand), and give it
        to :meth:`TaskSpec.after_training` (e.g. to calibrate on the validation data).
 
-``resume`` reads the saved config (only stopping, device and thread fields may change), the ``last``
+``resume`` locks the run folder, reads the saved config (only stopping, saving, device and thread fields
+may change) and refuses data files whose content changed since the run started, reads the ``last``
 checkpoint and the saved vocabularies, then goes through 1 and 2 (with the saved vocabularies), builds
 the model, restores the loop's state (random generators included), drops metric lines logged after the
-checkpoint, and goes through 5-7. ``load`` reads config, vocabularies and a checkpoint and returns the Run.
+checkpoint, and goes through 5-7. ``load`` reads config, vocabularies and a checkpoint and returns the
+Run; it takes no lock, so runs can be evaluated and used while they train.
 
 A run folder holds::
 
@@ -32,31 +40,38 @@ A run folder holds::
     last.safetensors     the latest checkpoint, for resuming
     curves.png           written by ``rnnkit plot``
     threshold.json       multi-label classification: the decision threshold chosen after training
+    .lock                the training lock (:func:`run_lock`): who holds it, while it is held
+    .scheduled-best.safetensors   the 'best' an end-of-run evaluation replaced, for a resumed run to
+                         restore (see :meth:`~rnnkit.train.engine.Trainer.final_evaluation`)
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import os
 import shutil
+import socket
 import sys
 import typing
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
 
 import torch
 from torch import nn
 
-from rnnkit.errors import CheckpointError, ConfigError
+from rnnkit.errors import CheckpointError, ConfigError, TrainingInterrupted
 from rnnkit.train import checkpoint as ck
 from rnnkit.train import distributed as dist
-from rnnkit.train.config import TrainConfig, build_config, config_to_dict
+from rnnkit.train.config import TrainConfig, build_config, config_to_dict, data_file_fields
 from rnnkit.train.distributed import DistInfo, resolve_device
-from rnnkit.train.engine import Task, Trainer
+from rnnkit.train.engine import SCHEDULED_BEST, Task, Trainer, is_out_of_memory
 
 C = TypeVar("C", bound=TrainConfig)
 V = TypeVar("V")
@@ -65,10 +80,15 @@ D = TypeVar("D")
 CONFIG = "config.json"
 TOKENIZER = "tokenizer.json"
 METRICS = "metrics.jsonl"
-RUN_FILES = (CONFIG, TOKENIZER, METRICS, "best.safetensors", "last.safetensors", "curves.png", "threshold.json")
+RUN_FILES = (CONFIG, TOKENIZER, METRICS, "best.safetensors", "last.safetensors", "curves.png", "threshold.json",
+             SCHEDULED_BEST + ck.SUFFIX)
+LOCK = ".lock"
+STAGING = ".rnnkit-new"  # a run that replaces another is written here until its first checkpoint
+DATA_HASHES = "data_sha256"  # config.json's key: sha256 of each data file (see data_hashes)
+BUNDLED = "(bundled data)"  # DATA_HASHES's key for the data shipped with rnnkit
 
-# the only fields a resumed run may change: when and where it stops and what it runs on
-RESUME_FIELDS = ("max_steps", "time_budget", "epochs", "device", "threads")
+# the only fields a resumed run may change: when it stops and saves, and what it runs on
+RESUME_FIELDS = ("max_steps", "time_budget", "epochs", "save_every", "device", "threads")
 
 
 @dataclass
@@ -193,44 +213,57 @@ class Driver(Generic[C, V, D]):
         cfg = self.make_config(config, **overrides)
         out = Path(cfg.out)
         info, device = start(cfg, overwrite=overwrite)
-        vocabs, data = spec.prepare(cfg)  # every input is checked before the folder is touched
+        # every input is checked, the model and optimiser built, before anything in the folder is touched
+        vocabs, data = spec.prepare(cfg)
+        hashes = data_hashes(cfg)
         extra = spec.run_meta(cfg, vocabs, data)
-        create_run(out, cfg, spec.name, spec.vocab_to_dict(vocabs), overwrite=overwrite, info=info)
-        model = spec.build_model(cfg, vocabs, extra).to(device)
+        model = build_model(lambda: spec.build_model(cfg, vocabs, extra), device)
         spec.init_model(model, data)
         if info.enabled:  # each rank its own dropout randomness, once the (identical) model is built
             torch.manual_seed(cfg.seed + 1000 * info.rank)
         trainer = self._trainer(cfg, vocabs, data, model, extra, device, out, progress, info)
-        with flushing_denormals():
-            trainer.fit()
-        report_stop(trainer, out, spec.name)
+        with run_lock(out, main=info.is_main):
+            trainer.run_dir, trainer.publish = create_run(
+                out, cfg, spec.name, spec.vocab_to_dict(vocabs), hashes, overwrite=overwrite, info=info)
+            try:
+                with flushing_denormals():
+                    trainer.fit()
+            finally:
+                if trainer.publish is not None and info.is_main:  # stopped before its first checkpoint
+                    shutil.rmtree(out / STAGING, ignore_errors=True)
+            finish(trainer, out, spec.name)
         if not trainer.task.has_valid:  # 'best' is the model in hand: no need to read it back
             return spec.after_training(spec.run_class(out, cfg, vocabs, model.eval(), device))
         return spec.after_training(self.load(out))
 
     def resume(self, run_dir: str | Path, *, progress: bool = True, **overrides: Any) -> Any:
-        """Continue a run from its ``last`` checkpoint; only stopping, device and thread fields may change."""
+        """Continue a run from its ``last`` checkpoint; only stopping, saving, device and thread fields may
+        change."""
         spec = self.spec
         out = Path(run_dir)
-        cfg = resume_settings(out, spec.config_class, spec.name, overrides)
-        ckpt = load_checkpoint(out, "last", spec.name)
-        info, device = start(cfg, overwrite=None)
-        vocabs = self.read_vocabs(out)
-        data = spec.datasets(cfg, vocabs)
-        extra = {k: ckpt.meta.get(k) for k in spec.meta_keys}
-        model = spec.build_model(cfg, vocabs, extra).to(device)
-        trainer = self._trainer(cfg, vocabs, data, model, extra, device, out, progress, info)
-        trainer.restore(ckpt)
-        if info.is_main:  # drop metric lines logged after the checkpoint
-            truncate_metrics(out, trainer.state.step)
-            save_run_config(out, cfg, spec.name)
-        with flushing_denormals():
-            trainer.fit()
-        report_stop(trainer, out, spec.name)
+        load_run_config(out, spec.config_class, spec.name)  # a clear error before the lock for a non-run
+        with run_lock(out, main=dist.is_main_process()):
+            cfg = resume_settings(out, spec.config_class, spec.name, overrides)
+            hashes = check_data_hashes(out, cfg)
+            ckpt = load_checkpoint(out, "last", spec.name)
+            info, device = start(cfg, overwrite=None)
+            vocabs = self.read_vocabs(out)
+            data = spec.datasets(cfg, vocabs)
+            extra = {k: ckpt.meta.get(k) for k in spec.meta_keys}
+            model = build_model(lambda: spec.build_model(cfg, vocabs, extra), device)
+            trainer = self._trainer(cfg, vocabs, data, model, extra, device, out, progress, info)
+            trainer.restore(ckpt)
+            if info.is_main:  # drop metric lines logged after the checkpoint
+                truncate_metrics(out, trainer.state.step)
+                save_run_config(out, cfg, spec.name, hashes)
+            with flushing_denormals():
+                trainer.fit()
+            finish(trainer, out, spec.name)
         return spec.after_training(self.load(out))
 
     def load(self, run_dir: str | Path, checkpoint: str = "best", device: str = "auto") -> Any:
-        """Load a trained run (its ``best`` checkpoint unless ``checkpoint='last'``) as the task's Run."""
+        """Load a trained run (its ``best`` checkpoint unless ``checkpoint='last'``) as the task's Run; a run
+        that is training can be loaded (no lock is taken: checkpoints are replaced whole)."""
         spec = self.spec
         out = Path(run_dir)
         cfg = load_run_config(out, spec.config_class, spec.name)
@@ -274,16 +307,16 @@ def check_out_dir(out: Path, *, overwrite: bool) -> None:
                           f"--resume {out} to continue it")
 
 
-def create_run_dir(out: Path, *, overwrite: bool) -> None:
-    """Make ``out`` ready for a new run (after all inputs were validated): removes only run files."""
-    check_out_dir(out, overwrite=overwrite)
-    out.mkdir(parents=True, exist_ok=True)
-    for name in RUN_FILES:
-        p = out / name
-        if p.is_dir():
-            shutil.rmtree(p)
-        elif p.exists():
-            p.unlink()
+def check_writable(out: Path) -> None:
+    """Refuse an output folder that cannot be created or written (a path under a file, a read-only
+    folder or file system); touches nothing."""
+    existing = out
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"field 'out': cannot create {out}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"field 'out': cannot write in {existing} (read-only or permission denied)")
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -309,17 +342,80 @@ def load_run_config(run_dir: Path, cls: type[C], task: str) -> C:
         other = data.get("task") if isinstance(data, dict) else None
         raise CheckpointError(f"{run_dir / CONFIG}: this is a run of task '{other}', not '{task}'")
     try:
-        return build_config(cls, {k: v for k, v in data.items() if k != "task"}, source=str(run_dir / CONFIG))
+        return build_config(cls, {k: v for k, v in data.items() if k not in ("task", DATA_HASHES)},
+                            source=str(run_dir / CONFIG))
     except ConfigError as e:
         raise CheckpointError(str(e)) from None
 
 
-def save_run_config(run_dir: Path, cfg: Any, task: str) -> None:
-    write_json(Path(run_dir) / CONFIG, {"task": task, **config_to_dict(cfg)})
+def save_run_config(run_dir: Path, cfg: Any, task: str, hashes: dict[str, str] | None) -> None:
+    """Write ``config.json``: the task, every field (data file paths made absolute, so that the run resumes
+    and evaluates from any working directory) and the data files' hashes (:func:`data_hashes`)."""
+    values = config_to_dict(cfg)
+    for name in data_file_fields(cfg):
+        if values[name] is not None:
+            values[name] = os.path.abspath(values[name])
+    doc = {"task": task, **values}
+    if hashes is not None:
+        doc[DATA_HASHES] = hashes
+    write_json(Path(run_dir) / CONFIG, doc)
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def bundled_sha256() -> str:
+    """One sha256 over every data file shipped with rnnkit (``rnnkit/resources``), by name."""
+    h = hashlib.sha256()
+
+    def walk(node: Any, prefix: str) -> None:
+        for child in sorted(node.iterdir(), key=lambda c: c.name):
+            if child.is_dir():
+                walk(child, f"{prefix}{child.name}/")
+            else:
+                h.update(f"{prefix}{child.name}|".encode())
+                h.update(hashlib.sha256(child.read_bytes()).digest())
+
+    walk(resources.files("rnnkit").joinpath("resources"), "")
+    return h.hexdigest()
+
+
+def data_hashes(cfg: Any) -> dict[str, str]:
+    """sha256 of each data file a config names (its ``data_file`` fields), by field; when one of them is
+    not given (the task's bundled default, or none), also the bundled data's (:func:`bundled_sha256`)."""
+    fields = data_file_fields(cfg)
+    hashes = {name: file_sha256(Path(getattr(cfg, name))) for name in fields if getattr(cfg, name) is not None}
+    if len(hashes) < len(fields):
+        hashes[BUNDLED] = bundled_sha256()
+    return hashes
+
+
+def check_data_hashes(run_dir: Path, cfg: Any) -> dict[str, str] | None:
+    """Refuse to resume a run whose data files changed since it started (runs saved without hashes
+    resume unchecked); returns the saved hashes."""
+    saved = read_json(Path(run_dir) / CONFIG, "run config").get(DATA_HASHES)
+    if saved is None:
+        return None
+    missing = [name for name in data_file_fields(cfg) if getattr(cfg, name) is not None
+               and not Path(getattr(cfg, name)).is_file()]
+    if missing:  # the task's reader says so, naming the file
+        return saved
+    for name, digest in data_hashes(cfg).items():
+        if saved.get(name) != digest:
+            what = ("the data bundled with this rnnkit differs from the run's" if name == BUNDLED else
+                    f"field '{name}': {getattr(cfg, name)} changed since the run started")
+            raise CheckpointError(f"{Path(run_dir) / CONFIG}: cannot resume: {what} (sha256 differs); "
+                                  f"start a new run on the new data")
+    return saved
 
 
 def resume_config(saved: C, overrides: dict[str, Any]) -> C:
-    """The saved config with only the stopping, device and thread fields replaced."""
+    """The saved config with only the stopping, saving, device and thread fields replaced."""
     bad = sorted(set(overrides) - set(RESUME_FIELDS))
     if bad:
         raise ConfigError(f"field '{bad[0]}': --resume takes only {', '.join(RESUME_FIELDS)}; everything "
@@ -385,6 +481,7 @@ def start(cfg: TrainConfig, *, overwrite: bool | None) -> tuple[DistInfo, torch.
     there is one, then seeds and sets threads; writes nothing."""
     if overwrite is not None:
         check_out_dir(Path(cfg.out), overwrite=overwrite)
+        check_writable(Path(cfg.out))
     info, device = dist.setup(cfg.device)
     if cfg.precision != "fp32" and device.type != "cuda":
         raise ConfigError(f"field 'precision': {cfg.precision} autocast needs a CUDA device (this run is on "
@@ -393,14 +490,89 @@ def start(cfg: TrainConfig, *, overwrite: bool | None) -> tuple[DistInfo, torch.
     return info, device
 
 
-def create_run(out: Path, cfg: Any, task: str, tokenizer: dict[str, Any], *, overwrite: bool,
-               info: DistInfo) -> None:
-    """Write a new run's folder, config and vocabularies (rank 0 only; the others wait for it)."""
-    if info.is_main:
-        create_run_dir(out, overwrite=overwrite)
-        save_run_config(out, cfg, task)
-        write_json(out / TOKENIZER, tokenizer)
+def create_run(out: Path, cfg: Any, task: str, tokenizer: dict[str, Any], hashes: dict[str, str], *,
+               overwrite: bool, info: DistInfo) -> tuple[Path, Callable[[], Path] | None]:
+    """Write a new run's config and vocabularies (rank 0 only; the others wait for it), under the lock.
+
+    Returns the folder to train into and the trainer's ``publish`` (None: nothing to publish): ``out``
+    itself, or, when ``out`` holds a run (``overwrite``), the staging folder ``out/.rnnkit-new``, whose
+    ``publish`` replaces the old run by the new one once the new one has a checkpoint.
+    """
+    if not info.is_main:  # the other ranks write nothing
+        dist.barrier()
+        return out, None
+    check_out_dir(out, overwrite=overwrite)  # again, under the lock
+    replacing = is_run(out)
+    folder = out / STAGING if replacing else out
+    if folder.exists() and replacing:
+        shutil.rmtree(folder)  # a staging folder left by a killed run
+    folder.mkdir(parents=True, exist_ok=True)
+    save_run_config(folder, cfg, task, hashes)
+    write_json(folder / TOKENIZER, tokenizer)
     dist.barrier()
+    return folder, (lambda: publish_run(folder, out)) if replacing else None
+
+
+def publish_run(staging: Path, out: Path) -> Path:
+    """Replace the run in ``out`` by the one in ``staging`` (each file renamed over the old one, the old
+    run's other files removed: only run files, anything else a user keeps there stays); returns ``out``."""
+    new = sorted(p.name for p in staging.iterdir())
+    for name in new:
+        os.replace(staging / name, out / name)
+    for name in set(RUN_FILES) - set(new):
+        (out / name).unlink(missing_ok=True)
+    staging.rmdir()
+    return out
+
+
+@contextmanager
+def run_lock(run_dir: Path, *, main: bool) -> Iterator[None]:
+    """Hold the exclusive training lock of ``run_dir`` (rank 0 under torchrun; creates the folder).
+
+    An ``flock`` on ``RUN/.lock``: the kernel releases it when the process ends, however it ends, so a
+    dead process's lock never blocks. The file names the holder (pid, host, command), for the error a
+    second writer gets. Readers take no lock.
+
+    Raises:
+        CheckpointError: another process holds the lock.
+    """
+    if not main:
+        yield
+        return
+    import fcntl
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / LOCK
+    with open(path, "a+", encoding="utf-8") as f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            raise CheckpointError(f"{run_dir}: in use by {holder}; wait for it to finish or stop it") from None
+        f.seek(0)
+        f.truncate()
+        command = " ".join(["rnnkit", *sys.argv[1:]])[:200]
+        f.write(f"process {os.getpid()} on {socket.gethostname()} ({command})\n")
+        f.flush()
+        try:
+            yield
+        finally:
+            f.truncate(0)
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def build_model(build: Callable[[], nn.Module], device: torch.device) -> nn.Module:
+    """``build()`` on ``device``; running out of memory is a ConfigError giving the parameter count."""
+    try:
+        return build().to(device)
+    except (MemoryError, RuntimeError) as e:
+        if not is_out_of_memory(e):
+            raise
+    with torch.device("meta"):  # count the parameters without allocating them
+        n = sum(p.numel() for p in build().parameters())
+    raise ConfigError(f"the model does not fit in memory on {device.type}: {n:,} parameters "
+                      f"({n * 4 / 2**30:,.1f} GiB in fp32, more for training); lower --hidden, --emb or --layers")
 
 
 def resume_settings(run_dir: Path, cls: type[C], task: str, overrides: dict[str, Any]) -> C:
@@ -410,8 +582,18 @@ def resume_settings(run_dir: Path, cls: type[C], task: str, overrides: dict[str,
     return resume_config(saved, {k: getattr(checked, k) for k in overrides})
 
 
-def report_stop(trainer: Trainer, out: Path, task: str) -> None:
-    """One line on stderr saying why and where training stopped (and how to resume after Ctrl-C)."""
+def finish(trainer: Trainer, out: Path, task: str) -> None:
+    """Say why and where training stopped; after Ctrl-C or SIGTERM (``last`` saved) raise
+    TrainingInterrupted, whose message says how to resume (empty on ranks other than 0)."""
+    report_stop(trainer, out)
+    if trainer.stop_reason == "interrupted":
+        assert trainer.stop_signal is not None
+        message = f"interrupted; resume with: rnnkit {task} train --resume {out}" if trainer.dist.is_main else ""
+        raise TrainingInterrupted(message, trainer.stop_signal)
+
+
+def report_stop(trainer: Trainer, out: Path) -> None:
+    """One line on stderr saying why and where training stopped."""
     if not trainer.dist.is_main:
         return
     s = trainer.state
@@ -423,8 +605,6 @@ def report_stop(trainer: Trainer, out: Path, task: str) -> None:
             if trainer.task.has_valid else "")
     print(f"rnnkit: stopped after step {s.step} ({why}); {trainer.steps_this_run} steps in this run, "
           f"{s.elapsed_s:.0f}s of training in all{best}; run folder {out}", file=sys.stderr)
-    if trainer.stop_reason == "interrupted":
-        print(f"rnnkit: resume with: rnnkit {task} train --resume {out}", file=sys.stderr)
 
 
 def as_dict(model_config: Any) -> dict[str, Any]:

@@ -6,22 +6,26 @@ protocol); the engine runs one explicit loop, read top to bottom:
     for each batch: forward + loss -> backward -> clip -> optimiser step -> (log) -> (evaluate, save)
 
 and owns everything around it: optimiser and schedule, gradient clipping, early stopping, the time and
-step budgets, Ctrl-C, non-finite losses, the progress bar and ``metrics.jsonl``, and checkpoints that
-resume exactly (model, optimiser, schedule, early-stopping state, RNG state, data position and the
-carried recurrent state). What differs with several processes (torchrun) sits behind one small interface,
-:class:`~rnnkit.train.distributed.SingleProcess` / :class:`~rnnkit.train.distributed.Processes`: the
-model is wrapped in DistributedDataParallel, only rank 0 prints, logs and writes checkpoints, and every
-stopping decision is taken by all ranks together.
+step budgets, Ctrl-C and SIGTERM (stop after the current step, save, and let the driver say how to
+resume), non-finite losses, the progress bar and ``metrics.jsonl``, and checkpoints that resume exactly
+(model, optimiser, schedule, early-stopping state, RNG state, data position and the carried recurrent
+state). ``last`` is saved at every evaluation, every ``save_every`` steps or seconds and when training
+stops, so that a run killed outright loses at most that much work. What differs with several processes
+(torchrun) sits behind one small interface, :class:`~rnnkit.train.distributed.SingleProcess` /
+:class:`~rnnkit.train.distributed.Processes`: the model is wrapped in DistributedDataParallel, only rank 0
+prints, logs and writes checkpoints, and every stopping decision is taken by all ranks together.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -32,13 +36,24 @@ from tqdm import tqdm
 
 from rnnkit.errors import RnnkitError
 from rnnkit.train import checkpoint as ck
-from rnnkit.train.config import TrainConfig
+from rnnkit.train.config import TrainConfig, parse_every
 from rnnkit.train.distributed import DistInfo, processes
 from rnnkit.train.schedule import Schedule
 
 
 class TrainingStopped(RnnkitError):
-    """Training could not go on (non-finite loss); the last good checkpoint is kept."""
+    """Training could not go on (non-finite training or validation loss); the last good checkpoint is kept."""
+
+
+# where an end-of-run evaluation that claimed 'best' keeps the 'best' it replaced, for a resumed run to
+# restore (a hidden file of the run folder: RUN/.scheduled-best.safetensors)
+SCHEDULED_BEST = ".scheduled-best"
+
+
+def is_out_of_memory(e: BaseException) -> bool:
+    """Whether ``e`` is an allocation that failed (CPU or GPU), not another error."""
+    return isinstance(e, MemoryError) or (isinstance(e, RuntimeError) and (
+        "out of memory" in str(e) or "can't allocate memory" in str(e)))
 
 
 @dataclass
@@ -125,28 +140,35 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig,
 
 
 class _StopFlag:
-    """Turns the first Ctrl-C into a request to stop after the current step; a second one interrupts."""
+    """Turns the first Ctrl-C (SIGINT) or SIGTERM into a request to stop after the current step (the loop
+    then saves); a second one interrupts at once. ``signum`` is the first signal received (None: none)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self) -> None:
-        self.requested = False
-        self._previous: Any = None
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
 
     def __enter__(self) -> _StopFlag:
-        try:
-            self._previous = signal.signal(signal.SIGINT, self._handler)
-        except ValueError:  # not the main thread: leave Ctrl-C alone
-            self._previous = None
+        for sig in self.SIGNALS:
+            try:
+                self._previous[sig] = signal.signal(sig, self._handler)
+            except ValueError:  # not the main thread: leave the signals alone
+                break
         return self
 
     def _handler(self, signum: int, frame: Any) -> None:
         if self.requested:
             raise KeyboardInterrupt
-        self.requested = True
+        self.signum = signum
 
     def __exit__(self, *exc: Any) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
 
 class _StepModule(nn.Module):
     """The task's training loss as a module, so that DistributedDataParallel can wrap it."""
@@ -172,14 +194,19 @@ class Trainer:
         device: where the model lives.
         progress: show a progress bar on stderr.
         dist_info: this process's rank under torchrun (the task shards its data with the same info).
+        publish: called (main process) right after the first checkpoint is written; it moves the run
+            into its final folder and returns that folder, which becomes ``run_dir`` (the driver writes a
+            run that replaces another into a temporary folder until then).
 
     A carried state (LM hidden state) is a tensor or nested tuple of tensors in torch's
     ``(layers * directions, batch, hidden)`` layout: under torchrun, checkpoints gather it along dim 1.
     """
 
     def __init__(self, model: nn.Module, task: Task, cfg: TrainConfig, run_dir: Path, meta: dict[str, Any],
-                 device: torch.device, progress: bool = True, dist_info: DistInfo | None = None) -> None:
+                 device: torch.device, progress: bool = True, dist_info: DistInfo | None = None,
+                 publish: Callable[[], Path] | None = None) -> None:
         self.model, self.task, self.cfg, self.run_dir = model, task, cfg, Path(run_dir)
+        self.publish = publish
         self.meta, self.device = meta, device
         self.dist = dist_info or DistInfo()
         self.procs = processes(self.dist, device)
@@ -195,9 +222,12 @@ class Trainer:
             planned = min(planned, cfg.max_steps)
         self.schedule = Schedule(cfg.scheduler, cfg.lr, cfg.lr_decay, cfg.decay_start, cfg.warmup_steps,
                                  total_steps=max(1, planned))
+        self.save_kind, self.save_every = parse_every(cfg.save_every)
         self.state = TrainState()
         self.steps_this_run = 0
         self.stop_reason = ""
+        self.stop_signal: int | None = None  # the signal that interrupted training (stop_reason 'interrupted')
+        self._last_save = (-1, time.perf_counter())  # (step, time) of the latest 'last' checkpoint
 
     # --- checkpoints -------------------------------------------------------------------------------
 
@@ -210,6 +240,8 @@ class Trainer:
         if carry is not None:
             carry = _map_tensors(carry, lambda t: self.procs.gather(t, 1))  # (L*D, B_global, H)
         rng = {k: self.procs.gather(v[None], 0) for k, v in ck.rng_to_flat().items()}  # (world_size, n)
+        if name == "last":
+            self._last_save = (self.state.step, time.perf_counter())
         if not self.procs.is_main:
             return
         path = ck.checkpoint_path(self.run_dir, name)
@@ -219,6 +251,8 @@ class Trainer:
             meta={**self.meta, "name": name, "eval_loss": eval_loss, "world_size": self.dist.world_size})
         if also_as is not None:
             ck.link_checkpoint(path, ck.checkpoint_path(self.run_dir, also_as))
+        if self.publish is not None:
+            self.run_dir, self.publish = self.publish(), None
 
     def restore(self, ckpt: ck.Checkpoint) -> None:
         """Load everything the next step depends on from a checkpoint written by :meth:`save`."""
@@ -236,6 +270,20 @@ class Trainer:
         if saved.scaler:
             self.scaler.load_state_dict(saved.scaler)
         ck.rng_from_flat(saved.rng)
+        self._take_back_final_best()
+
+    def _take_back_final_best(self) -> None:
+        """Undo a 'best' claimed by an evaluation made only because the run stopped: an uninterrupted run
+        made no evaluation at that step, so the resumed run goes on from the 'best' the schedule chose."""
+        s = self.state
+        if s.best_before_final is None:
+            return
+        if self.procs.is_main and math.isfinite(s.best_before_final):
+            kept = ck.checkpoint_path(self.run_dir, SCHEDULED_BEST)
+            if kept.is_file():
+                os.replace(kept, ck.checkpoint_path(self.run_dir, "best"))
+        # with no scheduled 'best' before it, the claimed file stays until the next evaluation replaces it
+        s.best_saved_score, s.best_before_final = s.best_before_final, None
 
     # --- logging -----------------------------------------------------------------------------------
 
@@ -257,7 +305,13 @@ class Trainer:
         finally:
             self.model.train()
             torch.set_rng_state(rng)
-        return self.task.summarize(self.procs.sum_stats(stats))
+        metrics = self.task.summarize(self.procs.sum_stats(stats))
+        name, _ = self.task.selects_on
+        bad = next((k for k in ("loss", name) if not math.isfinite(metrics[k])), None)
+        if bad is not None:  # the same numbers on every rank: all of them stop here
+            raise TrainingStopped(f"non-finite validation {bad} ({metrics[bad]}) at step {self.state.step}; "
+                                  f"training stopped and {self._kept()}, not this model")
+        return metrics
 
     def _autocast(self) -> Any:
         return torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None)
@@ -288,26 +342,40 @@ class Trainer:
         return self.cfg.patience > 0 and s.bad_evals >= self.cfg.patience
 
     def final_evaluation(self) -> None:
-        """An evaluation made only because training stopped: it may refresh 'best', nothing else."""
+        """An evaluation made only because training stopped: it may refresh 'best', nothing else.
+
+        Its claim on 'best' is provisional: the 'best' it replaces is kept (``SCHEDULED_BEST``) and
+        :meth:`restore` takes the claim back, so that a run stopped and resumed ends with the 'best' of
+        the same run made without stopping.
+        """
         s = self.state
         metrics = self.evaluate()
         self.log({"step": s.step, "epoch": s.epoch, "split": "valid", **metrics, "final": True,
                   "elapsed_s": round(s.elapsed_s, 3)})
         score = self.score(metrics)
         if score < s.best_saved_score:
-            s.best_saved_score = score
+            if self.procs.is_main and math.isfinite(s.best_saved_score):  # a 'best' chosen on schedule
+                ck.link_checkpoint(ck.checkpoint_path(self.run_dir, "best"),
+                                   ck.checkpoint_path(self.run_dir, SCHEDULED_BEST))
+            s.best_before_final, s.best_saved_score = s.best_saved_score, score
             self.save("best", eval_loss=metrics["loss"])
 
     # --- the loop ----------------------------------------------------------------------------------
 
-    def _should_stop(self, start: float, interrupt: _StopFlag) -> str:
-        """Why to stop before the next step ('' to go on); under torchrun all ranks agree."""
+    def _should_stop(self, start: float, interrupt: _StopFlag) -> tuple[str, bool]:
+        """Why to stop before the next step ('' to go on), and whether ``save_every`` seconds have passed
+        since the latest 'last' checkpoint. Under torchrun all ranks take these decisions together."""
         cfg, s = self.cfg, self.state
         if cfg.max_steps is not None and s.step >= cfg.max_steps:
-            return "max_steps"  # the same on every rank
-        out_of_time, interrupted = self.procs.any([
-            cfg.time_budget is not None and time.perf_counter() - start >= cfg.time_budget, interrupt.requested])
-        return "time_budget" if out_of_time else "interrupted" if interrupted else ""
+            return "max_steps", False  # the same on every rank
+        now = time.perf_counter()
+        out_of_time, interrupted, save_due = self.procs.any([
+            cfg.time_budget is not None and now - start >= cfg.time_budget, interrupt.requested,
+            self.save_kind == "seconds" and now - self._last_save[1] >= self.save_every])
+        if interrupted:
+            self.stop_signal = interrupt.signum or signal.SIGTERM  # a rank told by the others: torchrun's
+        stop = "time_budget" if out_of_time else "interrupted" if interrupted else ""
+        return stop, save_due and self._last_save[0] != s.step
 
     def fit(self) -> TrainState:
         """Train until epochs, steps, time budget, early stopping or Ctrl-C end it; return the state."""
@@ -326,12 +394,15 @@ class Trainer:
         grad_norm = torch.zeros((), device=self.device)
         stop = ""
         self.step_module.train()
-        with _StopFlag() as interrupt:
+        with _StopFlag() as interrupt, self._out_of_memory_stops():
             while not stop and s.epoch < cfg.epochs:
                 for batch in task.train_batches(s.epoch, s.batch_in_epoch):
-                    stop = self._should_stop(start, interrupt)
+                    stop, save_due = self._should_stop(start, interrupt)
                     if stop:
                         break
+                    if save_due:  # save_every seconds passed
+                        s.elapsed_s = elapsed_before + time.perf_counter() - start
+                        self.save("last")
                     # forward + loss: the mean over real tokens of all ranks (DDP averages gradients)
                     with self._autocast():
                         loss_sum, carry, tokens, lr_scale = self.step_module(batch, detach_carry(s.carry))
@@ -380,6 +451,10 @@ class Trainer:
                         if task.has_valid and self.scheduled_evaluation():
                             stop = "early_stopping"
                             break
+                    if self.save_kind == "steps" and self.save_every and s.step % self.save_every == 0 \
+                            and self._last_save[0] != s.step:
+                        s.elapsed_s = elapsed_before + time.perf_counter() - start
+                        self.save("last")
                 else:  # the epoch ran to its end
                     s.epoch += 1
                     s.batch_in_epoch = 0
@@ -399,11 +474,24 @@ class Trainer:
         self.procs.barrier()  # no rank reads the run folder before rank 0 has written it
         return s
 
-    def _diverged(self) -> None:
+    @contextmanager
+    def _out_of_memory_stops(self) -> Iterator[None]:
+        """Running out of memory during training is a TrainingStopped, the last good checkpoint kept."""
+        try:
+            yield
+        except (MemoryError, RuntimeError) as e:
+            if not is_out_of_memory(e):
+                raise
+            raise TrainingStopped(f"out of memory at step {self.state.step + 1} on {self.device.type}; training "
+                                  f"stopped and {self._kept()} (lower --batch-size or the model's size)") from None
+
+    def _kept(self) -> str:
         last = ck.checkpoint_path(self.run_dir, "last")
-        kept = f"the last good checkpoint is {last}" if last.exists() else "no checkpoint was written"
+        return f"the last good checkpoint is {last}" if last.exists() else "no checkpoint was written"
+
+    def _diverged(self) -> None:
         raise TrainingStopped(f"non-finite loss or gradient at step {self.state.step + 1}; training stopped "
-                              f"and {kept} (try a lower --lr or --clip)")
+                              f"and {self._kept()} (try a lower --lr or --clip)")
 
 
 def _map_tensors(x: Any, fn: Any) -> Any:
