@@ -68,6 +68,16 @@ class RecurrentCell(torch.nn.Module):
         """One time step from a projected input ``(B, G)``; returns ``(output (B, H), new state)``."""
         raise NotImplementedError
 
+    def _set_sizes(self, input_size: int, hidden_size: int, bias: bool) -> None:
+        """Check and store the sizes of a cell with input weights (a ValueError naming the class)."""
+        if input_size < 1 or hidden_size < 1:
+            raise ValueError(
+                f"{type(self).__name__}: input_size and hidden_size must be >= 1, got {input_size}, {hidden_size}"
+            )
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.bias = bias
+
     def forward(
         self, input: Tensor, state: State | None = None, *, hx: State | None = None
     ) -> tuple[Tensor, State]:
@@ -153,13 +163,7 @@ class _WeightedCell(RecurrentCell):
         dtype: torch.dtype | None,
     ) -> None:
         super().__init__()
-        if input_size < 1 or hidden_size < 1:
-            raise ValueError(
-                f"{type(self).__name__}: input_size and hidden_size must be >= 1, got {input_size}, {hidden_size}"
-            )
-        self.input_size = input_size
-        self.hidden_size = hidden_size
-        self.bias = bias
+        self._set_sizes(input_size, hidden_size, bias)
         kw = {"device": device, "dtype": dtype}
         gates = num_chunks * hidden_size
         self.weight_ih = torch.nn.Parameter(torch.empty(gates, input_size, **kw))

@@ -125,13 +125,7 @@ class _MinCell(RecurrentCell):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        if input_size < 1 or hidden_size < 1:
-            raise ValueError(
-                f"{type(self).__name__}: input_size and hidden_size must be >= 1, got {input_size}, {hidden_size}"
-            )
-        self.input_size = input_size
-        self.hidden_size = hidden_size
-        self.bias = bias
+        self._set_sizes(input_size, hidden_size, bias)
         kw = {"device": device, "dtype": dtype}
         self.weight_ih = torch.nn.Parameter(torch.empty(self.num_chunks * hidden_size, input_size, **kw))
         if bias:
