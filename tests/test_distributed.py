@@ -21,7 +21,7 @@ from rnnkit.tasks import lm
 from rnnkit.train import checkpoint as ck
 from rnnkit.train import distributed as dist
 from rnnkit.train.config import TrainConfig
-from rnnkit.train.engine import StepResult, Trainer
+from rnnkit.train.engine import StepResult, Task, Trainer
 from tests.test_lm_task import make_text
 
 WORLD = 2
@@ -198,7 +198,7 @@ class ToyConfig(TrainConfig):
     pass
 
 
-class ToyPaddedTask:
+class ToyPaddedTask(Task):
     """Fixed padded batches of 4 sequences; rank r gets sequences 2r, 2r+1 (their lengths differ a lot)."""
 
     name = "toy"

@@ -13,7 +13,7 @@ from torch import nn
 
 from rnnkit.train import checkpoint as ck
 from rnnkit.train.config import TrainConfig
-from rnnkit.train.engine import StepResult, Trainer, TrainingStopped
+from rnnkit.train.engine import StepResult, Task, Trainer, TrainingStopped
 
 
 @dataclass(frozen=True)
@@ -21,7 +21,7 @@ class ToyConfig(TrainConfig):
     pass
 
 
-class ToyTask:
+class ToyTask(Task):
     """8 batches of 4 random regression examples per epoch (a function of the epoch); the loss uses
     dropout, so a resume must restore the RNG. ``scores`` scripts the validation metric 'acc'."""
 

@@ -25,7 +25,7 @@ from rnnkit.cli.main import build_parser, main
 from rnnkit.errors import CheckpointError
 from rnnkit.train import checkpoint as ck
 from rnnkit.train.config import TrainConfig, build_config
-from rnnkit.train.engine import StepResult, Trainer
+from rnnkit.train.engine import StepResult, Task, Trainer
 from tests import test_cli_lm
 from tests.test_cli_lm import run_cli as cli
 from tests.test_lm_task import make_text
@@ -263,7 +263,7 @@ class ToyConfig(TrainConfig):
     pass
 
 
-class DescendingTask:
+class DescendingTask(Task):
     """One weight w, training loss w (SGD with lr 1 lowers it by exactly 1 per step: w = -step); the
     validation loss (w + 7)^2 is lowest at step 7, which is not on the evaluation schedule (every 3)."""
 

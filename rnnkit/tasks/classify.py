@@ -78,7 +78,7 @@ from rnnkit.train import distributed as dist
 from rnnkit.train.config import TokenizerFields, TrainConfig, option, task_default, train_option, valid_option
 from rnnkit.train.distributed import DistInfo, is_main_process, shard
 from rnnkit.train.driver import Driver, TaskSpec, read_json
-from rnnkit.train.engine import StepResult
+from rnnkit.train.engine import StepResult, Task
 
 __all__ = ["ClassifyConfig", "ClassifyRun", "ClassifySpec", "ClassifyTask", "ClassifyVocabs", "load",
            "make_config", "resume", "train"]
@@ -354,7 +354,7 @@ def summarize_counts(stats: dict[str, float], num_classes: int) -> dict[str, flo
             "macro_f1": sum(f1s) / num_classes}
 
 
-class ClassifyTask:
+class ClassifyTask(Task):
     """The engine's view of classification: length-bucketed batches of texts, loss summed over texts.
 
     Under torchrun, rank r of W takes texts ``r, r + W, ...`` of every batch (``batch_size`` must divide by

@@ -32,7 +32,7 @@ from rnnkit.nn.registry import describe_cells, resolve_cell
 from rnnkit.train.config import TokenizerFields, TrainConfig, option, positive, task_default, train_option, valid_option
 from rnnkit.train.distributed import DistInfo, shard
 from rnnkit.train.driver import Driver, TaskSpec
-from rnnkit.train.engine import StepResult
+from rnnkit.train.engine import StepResult, Task
 
 TASK = "lm"
 
@@ -151,7 +151,7 @@ def evaluate_ids(model: LanguageModel, ids: torch.Tensor, bptt: int, device: tor
     return summarize(nll_stats(model, x, y, bptt, device))
 
 
-class LMTask:
+class LMTask(Task):
     """The engine's view of language modelling: BPTT windows over parallel streams, state carried.
 
     Under torchrun rank r owns streams ``r*B/W .. (r+1)*B/W - 1`` of the one-process layout.

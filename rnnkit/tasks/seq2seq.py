@@ -54,7 +54,7 @@ from rnnkit.nn.registry import describe_cells, resolve_cell
 from rnnkit.train.config import TokenizerFields, TrainConfig, option, task_default, train_option, valid_option
 from rnnkit.train.distributed import DistInfo, is_main_process, shard
 from rnnkit.train.driver import Driver, TaskSpec
-from rnnkit.train.engine import StepResult
+from rnnkit.train.engine import StepResult, Task
 
 __all__ = ["DEFAULT_BEAM", "DEFAULT_LENGTH_PENALTY", "Seq2SeqRun", "Seq2SeqTask", "Seq2SeqTaskConfig",
            "Translation", "bundled_tatoeba", "load", "make_config", "resume", "train"]
@@ -291,7 +291,7 @@ def nll_stats(model: Seq2Seq, examples: Sequence[Example], target: Tokenizer, de
     return total, tokens
 
 
-class Seq2SeqTask:
+class Seq2SeqTask(Task):
     """The engine's view of translation: length-bucketed batches of pairs, loss summed over target tokens.
 
     Under torchrun, rank r of W takes pairs ``r, r + W, ...`` of every batch (``batch_size`` must divide

@@ -44,7 +44,7 @@ from rnnkit.nn.registry import describe_cells, resolve_cell
 from rnnkit.train.config import TrainConfig, option, task_default, train_option, valid_option
 from rnnkit.train.distributed import DistInfo, is_main_process, shard
 from rnnkit.train.driver import Driver, TaskSpec
-from rnnkit.train.engine import StepResult
+from rnnkit.train.engine import StepResult, Task
 
 __all__ = ["TagConfig", "TagRun", "TagTask", "TagVocabs", "bundled_ud_ewt", "load", "make_config",
            "resume", "train"]
@@ -260,7 +260,7 @@ def score_labels(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]], v
     return tagging_report(gold, pred, scheme=scheme, train_labels=vocabs.tags.itos)
 
 
-class TagTask:
+class TagTask(Task):
     """The engine's view of tagging: length-bucketed batches of sentences, loss summed over real tokens.
 
     Under torchrun, rank r of W takes sentences ``r, r + W, ...`` of every batch (``batch_size`` must

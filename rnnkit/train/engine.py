@@ -72,7 +72,8 @@ class StepResult:
 
 
 class Task(Protocol):
-    """What the engine needs from a task."""
+    """What the engine needs from a task. A task class subclasses it (``class LMTask(Task)``), so that the
+    members with a default (:meth:`param_groups`) need not be written out."""
 
     name: str
     has_valid: bool
@@ -95,8 +96,11 @@ class Task(Protocol):
     def summarize(self, stats: dict[str, float]) -> dict[str, float]:
         """Metrics from statistics summed over ranks; must include ``loss`` (mean per token)."""
 
-    # optional: ``param_groups(model) -> list[dict]``, the optimiser's parameter groups (torch's format); a
-    # group's ``lr_scale`` multiplies the scheduled learning rate (e.g. lower rates for pre-trained layers)
+    def param_groups(self, model: nn.Module) -> list[dict[str, Any]] | None:
+        """The optimiser's parameter groups (torch's format; a group's ``lr_scale`` multiplies the scheduled
+        learning rate, e.g. lower rates for pre-trained layers), or None (the default): one group of every
+        trainable parameter."""
+        return None
 
 
 @dataclass
@@ -213,7 +217,7 @@ class Trainer:
         self.progress = progress and self.dist.is_main
         self.step_module = self.procs.wrap(_StepModule(model, task),
                                            find_unused_parameters=task.ddp_find_unused_parameters)
-        groups = task.param_groups(model) if hasattr(task, "param_groups") else None
+        groups = task.param_groups(model)
         self.optimizer = make_optimizer(model, cfg, groups)
         self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
         self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
