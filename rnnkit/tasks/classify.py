@@ -221,11 +221,11 @@ class ClassifyVocabs:
 
     def encode(self, text: str, labels: Sequence[str] | None = None) -> Item:
         """One text (and its labels, if known) as ids; an empty token list is a ValueError."""
-        tokens = self.tokens(text)
-        if not tokens:
+        text = text.lower() if self.lowercase else text
+        ids = self.tokenizer.encode(text)  # one id per token
+        if not ids:
             raise ValueError("the text has no token")
-        ids = self.tokenizer.encode(text.lower() if self.lowercase else text)
-        chars = [self.chars.encode(list(w)) for w in tokens] if self.chars is not None else None
+        chars = [self.chars.encode(list(w)) for w in self.tokenizer.tokenize(text)] if self.chars is not None else None
         known = None if labels is None else [self.labels.stoi[x] for x in labels if x in self.labels.stoi]
         unseen = 0 if labels is None else len(labels) - len(known)
         return Item(ids, chars, known, unseen)
