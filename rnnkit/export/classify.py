@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from rnnkit.export.onnx import Graph, torch_rnn
-from rnnkit.export.tagger import char_features, word_char_inputs
+from rnnkit.export.tagger import word_char_input, word_char_inputs
 from rnnkit.models.classifier import Classifier, pool
 
 
@@ -34,10 +34,7 @@ class ClassifierProbabilities(nn.Module):
                 char_lengths: Tensor | None = None) -> Tensor:
         c = self.model.config
         mask = torch.arange(words.shape[1], device=words.device)[None, :] < lengths[:, None]  # (B, T)
-        x = self.model.word_embedding(words)  # (B, T, E)
-        if self.char_lstm is not None:
-            x = torch.cat([x, char_features(self.model.char_embedding, self.char_lstm, chars, char_lengths, mask)],
-                          dim=2)  # (B, T, E + 2*Hc)
+        x = word_char_input(self.model, self.char_lstm, words, chars, char_lengths, mask)  # (B, T, E [+ 2*Hc])
         packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
         h, _ = pad_packed_sequence(self.rnn(packed)[0], batch_first=True, total_length=words.shape[1])  # (B, T, D*H)
         if self.model.attention is not None:

@@ -31,6 +31,17 @@ def char_features(embedding: nn.Embedding, char_lstm: nn.RNNBase, chars: Tensor,
     return per_word.view(b, t, -1)  # (B, T, 2*Hc)
 
 
+
+def word_char_input(model: nn.Module, char_lstm: nn.RNNBase | None, words: Tensor, chars: Tensor | None,
+                    char_lengths: Tensor | None, real: Tensor) -> Tensor:
+    """``x_t = [E_word[w_t]; c_t]`` of a :class:`~rnnkit.models.chars.WordCharInput` model (the tagger's and the
+    classifier's input), with ``char_lstm`` the exportable copy of its character encoder (None without one).
+    ``words`` (B, T) -> (B, T, E [+ 2*Hc])."""
+    x = model.word_embedding(words)  # (B, T, E)
+    if char_lstm is None:
+        return x
+    return torch.cat([x, char_features(model.char_embedding, char_lstm, chars, char_lengths, real)], dim=2)
+
 class TaggerScores(nn.Module):
     """Emission scores of :class:`~rnnkit.models.tagger.Tagger`, with the lengths handled inside the graph.
 
@@ -48,10 +59,7 @@ class TaggerScores(nn.Module):
     def forward(self, words: Tensor, lengths: Tensor, chars: Tensor | None = None,
                 char_lengths: Tensor | None = None) -> Tensor:
         real = torch.arange(words.shape[1], device=words.device)[None, :] < lengths[:, None]  # (B, T)
-        x = self.model.word_embedding(words)  # (B, T, E)
-        if self.char_lstm is not None:
-            x = torch.cat([x, char_features(self.model.char_embedding, self.char_lstm, chars, char_lengths, real)],
-                          dim=2)  # (B, T, E + 2*Hc)
+        x = word_char_input(self.model, self.char_lstm, words, chars, char_lengths, real)  # (B, T, E [+ 2*Hc])
         packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
         h, _ = self.lstm(packed)
         h, _ = pad_packed_sequence(h, batch_first=True, total_length=words.shape[1])  # (B, T, 2*H)
