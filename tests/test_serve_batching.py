@@ -60,3 +60,42 @@ def test_a_failing_item_fails_alone():
 def test_bad_settings():
     with pytest.raises(ValueError, match="need max_batch >= 1"):
         Batcher(lambda xs: xs, None, max_batch=0, max_wait_ms=1, max_queue=1)
+
+
+def test_a_lone_request_does_not_wait_for_the_window():
+    """Batches of one (a single client) run at once: the minute-long window is never waited."""
+    async def go():
+        with ThreadPoolExecutor(1) as pool:
+            b = Batcher(lambda xs: [x + 1 for x in xs], pool, max_batch=8, max_wait_ms=60_000, max_queue=8)
+            b.start()
+            try:
+                return [await asyncio.wait_for(b.submit(i), 10) for i in range(3)]
+            finally:
+                await b.stop()
+
+    assert asyncio.run(go()) == [1, 2, 3]
+
+
+def test_a_batch_waits_for_as_many_requests_as_the_previous_one():
+    """After a batch of three, the next waits (within the window) until three requests are in hand."""
+    calls = []
+
+    def fn(xs):
+        calls.append(list(xs))
+        return xs
+
+    async def go():
+        with ThreadPoolExecutor(1) as pool:
+            b = Batcher(fn, pool, max_batch=8, max_wait_ms=60_000, max_queue=8)
+            b.start()
+            try:
+                first = await asyncio.gather(*(b.submit(i) for i in range(3)))
+                early = [asyncio.ensure_future(b.submit(i)) for i in (3, 4)]
+                await asyncio.sleep(0.2)  # the worker holds 3 and 4 and waits for a third request
+                late = await asyncio.wait_for(b.submit(5), 10)
+                return first, await asyncio.gather(*early), late
+            finally:
+                await b.stop()
+
+    assert asyncio.run(go()) == ([0, 1, 2], [3, 4], 5)
+    assert calls == [[0, 1, 2], [3, 4, 5]]

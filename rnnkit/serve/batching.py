@@ -1,10 +1,13 @@
 """Dynamic batching: requests arriving within a few milliseconds of each other run as one batch.
 
-A :class:`Batcher` owns a bounded queue and one worker task. The worker waits for a first request, then
-collects more for at most ``max_wait_ms`` or until ``max_batch`` are in hand, runs the batch function once
-in a worker thread (so the event loop keeps accepting requests), and hands each caller its own result, in
-the order the batch function returned them. A full queue refuses new work at once (:class:`QueueFull`):
-memory never grows without bound. ``max_batch=1`` runs requests one at a time.
+A :class:`Batcher` owns a bounded queue and one worker task. The worker waits for a first request, takes
+every request already queued (up to ``max_batch``), and, while it holds fewer than the previous batch had,
+waits at most ``max_wait_ms`` for more; then it runs the batch function once in a worker thread (so the event
+loop keeps accepting requests) and hands each caller its own result, in the order the batch function returned
+them. The wait adapts to the traffic: a lone client (batches of one) never waits, and a batch of 64 clients
+waits until they are back or the window closes; requests that arrive while the model runs are queued for the
+next batch anyway. A full queue refuses new work at once (:class:`QueueFull`): memory never grows without
+bound. ``max_batch=1`` runs requests one at a time.
 """
 
 from __future__ import annotations
@@ -37,7 +40,8 @@ class Batcher:
             whose items fail get the exception.
         executor: where ``fn`` runs (one thread: models are not run concurrently).
         max_batch: most items per call of ``fn``.
-        max_wait_ms: how long the first item of a batch waits for others.
+        max_wait_ms: how long the first item of a batch waits for others (only while the batch holds fewer
+            items than the previous one).
         max_queue: most items waiting; more raise :class:`QueueFull`.
     """
 
@@ -50,6 +54,7 @@ class Batcher:
         self.max_batch, self.max_wait = max_batch, max_wait_ms / 1000.0
         self.queue: asyncio.Queue[tuple[Any, asyncio.Future]] = asyncio.Queue(maxsize=max_queue)
         self.stats = BatchStats()
+        self._expected = 1  # the previous batch's size: how many items a batch waits for
         self._worker: asyncio.Task | None = None
 
     def start(self) -> None:
@@ -74,16 +79,23 @@ class Batcher:
         return await fut
 
     async def _collect(self) -> list[tuple[Any, asyncio.Future]]:
+        """The queued items (at most ``max_batch``), after waiting at most ``max_wait`` while fewer than the
+        previous batch's size are in hand."""
+        loop = asyncio.get_running_loop()
         batch = [await self.queue.get()]
-        deadline = asyncio.get_running_loop().time() + self.max_wait
+        deadline = loop.time() + self.max_wait
         while len(batch) < self.max_batch:
-            left = deadline - asyncio.get_running_loop().time()
-            if left <= 0:
+            if not self.queue.empty():
+                batch.append(self.queue.get_nowait())
+                continue
+            left = deadline - loop.time()
+            if len(batch) >= self._expected or left <= 0:
                 break
             try:
                 batch.append(await asyncio.wait_for(self.queue.get(), left))
             except asyncio.TimeoutError:
                 break
+        self._expected = len(batch)
         return batch
 
     async def _call(self, items: list[Any]) -> list[tuple[bool, Any]]:
