@@ -5,8 +5,9 @@ For each mode, a fresh ``rnnkit serve RUN`` process on 127.0.0.1:
 * ``batched``: ``--max-batch 64 --max-wait-ms 5`` (concurrent requests run as one batch);
 * ``one-at-a-time``: ``--max-batch 1 --max-wait-ms 0``;
 
-and for each ``--concurrency`` level, that many clients (one asyncio task each, httpx, keep-alive) send
-``--endpoint`` requests back to back for ``--seconds``. We report requests/s, p50 and p99 latency, the
+and for each ``--concurrency`` level, that many clients (one asyncio task and one keep-alive connection each,
+a minimal HTTP/1.1 client: see :class:`Connection`) send ``--endpoint`` requests back to back for
+``--seconds``. We report requests/s, p50 and p99 latency, the
 non-200 answers (there should be none below the queue limit), and the server's resident memory (VmRSS,
 sampled every ``--rss-every`` s) averaged over the first and the last ``--rss-window`` seconds of each
 level, with their ratio (target: within 10%).
@@ -88,38 +89,84 @@ def stop_server(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
+class Connection:
+    """One keep-alive HTTP/1.1 connection that POSTs the same JSON body again and again.
+
+    A minimal client on asyncio streams (a request line, three headers; the answer's status and
+    Content-Length body): the load generator shares the 2 cores with the server, and a full client library's
+    per-request work would be measured as the server's. Every answer of ``rnnkit serve`` (uvicorn) carries a
+    Content-Length."""
+
+    def __init__(self, host: str, port: int, endpoint: str, body: bytes) -> None:
+        self.host, self.port = host, port
+        self.request = (f"POST {endpoint} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+                        f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def post(self) -> int:
+        """Send the request, read the whole answer; its status code."""
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        assert self.reader is not None
+        self.writer.write(self.request)
+        status = await self.reader.readline()
+        if not status:
+            raise ConnectionError("the server closed the connection")
+        length, close = 0, False
+        while (line := await self.reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.partition(b":")
+            name = name.strip().lower()
+            if name == b"content-length":
+                length = int(value)
+            elif name == b"connection" and value.strip().lower() == b"close":
+                close = True
+        await self.reader.readexactly(length)
+        if close:
+            self.close()
+        return int(status.split()[1])
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
+
+
 async def load(base: str, endpoint: str, body: dict, concurrency: int, seconds: float, pid: int,
                rss_every: float) -> dict[str, Any]:
-    """``concurrency`` clients sending back to back for ``seconds``; latencies, errors, RSS samples."""
-    import httpx
-
+    """``concurrency`` clients (one connection each) sending back to back for ``seconds``; latencies, errors
+    (by status code or exception name), RSS samples."""
+    host, port = base.removeprefix("http://").split(":")
+    payload = json.dumps(body).encode()
     latencies: list[float] = []
     errors: dict[str, int] = {}
     rss: list[tuple[float, float]] = []
     t0 = time.perf_counter()
     stop = t0 + seconds
 
-    async def client(http: httpx.AsyncClient) -> None:
-        while time.perf_counter() < stop:
-            start = time.perf_counter()
-            try:
-                r = await http.post(endpoint, json=body)
-                code = str(r.status_code)
-            except httpx.HTTPError as e:
-                code = type(e).__name__
-            if code == "200":
-                latencies.append(time.perf_counter() - start)
-            else:
-                errors[code] = errors.get(code, 0) + 1
+    async def client() -> None:
+        conn = Connection(host, int(port), endpoint, payload)
+        try:
+            while time.perf_counter() < stop:
+                start = time.perf_counter()
+                try:
+                    code = str(await conn.post())
+                except (OSError, asyncio.IncompleteReadError, ValueError, IndexError) as e:
+                    code = type(e).__name__
+                    conn.close()
+                if code == "200":
+                    latencies.append(time.perf_counter() - start)
+                else:
+                    errors[code] = errors.get(code, 0) + 1
+        finally:
+            conn.close()
 
     async def sample_rss() -> None:
         while time.perf_counter() < stop:
             rss.append((time.perf_counter() - t0, rss_mib(pid)))
             await asyncio.sleep(rss_every)
 
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=base, timeout=60, limits=limits) as http:
-        await asyncio.gather(sample_rss(), *(client(http) for _ in range(concurrency)))
+    await asyncio.gather(sample_rss(), *(client() for _ in range(concurrency)))
     elapsed = time.perf_counter() - t0
     return {"latencies": latencies, "errors": errors, "rss": rss, "elapsed": elapsed}
 
