@@ -7,9 +7,10 @@ dev split (highest dev accuracy, the classification task's selection metric), th
     sst2      train on sst2/train.tsv (67,349 phrases), select on dev.tsv, report test.tsv accuracy;
               ``--minutes`` (15) of training. Anchors: Kim 2014 CNN-rand 83.7, GLUE's BiLSTM 85.9.
               Target: test accuracy >= 85.0 from scratch.
-    sst2-lm   first an rnnkit word LM on wikitext-2/wiki.train.tokens for at most ``--lm-minutes`` (20), then
-              the sst2 part with ``init_from`` that LM run, ``--minutes`` of fine-tuning; reports both
-              accuracies (the sst2 part runs too when not asked for) and the gain.
+    sst2-lm   first an rnnkit word LM on wikitext-2/wiki.train.tokens (lowercased, as SST-2 is) for at most
+              ``--lm-minutes`` (20), then the sst2 part with ``init_from`` that LM run, ``--minutes`` of
+              fine-tuning; reports both accuracies and the gain (the sst2 part runs too when not asked for,
+              unless ``--scratch-accuracy`` gives its figure from an earlier run of the same settings).
     trec      TREC-6: trec/train_5500.label (Latin-1 bytes: read with ``encoding="latin-1"``; label-first
               format ``COARSE:fine question``, ``coarse_sep=":"`` keeps the six coarse classes); the last 10% of
               a seeded shuffle of it is the dev split; ``--trec-minutes`` (10) of training; accuracy on
@@ -138,16 +139,26 @@ def train_classifier(name: str, fields: dict[str, Any], files: dict[str, Path], 
     return res
 
 
-def train_lm(args: argparse.Namespace, data_dir: Path, out: Path) -> dict[str, Any]:
-    """The WikiText-2 word LM for ``sst2-lm``: the classifier's cell and sizes, at most ``--lm-minutes``."""
+def lowercased(src: Path, tmp: Path) -> Path:
+    """A lowercased copy of a text file in ``tmp`` (SST-2 is lowercased; WikiText is not)."""
+    out = tmp / f"lower-{src.name}"
+    out.write_text(src.read_text(encoding="utf-8").lower(), encoding="utf-8")
+    return out
+
+
+def train_lm(args: argparse.Namespace, data_dir: Path, out: Path, tmp: Path) -> dict[str, Any]:
+    """The WikiText-2 word LM for ``sst2-lm``: the classifier's cell and sizes, lowercased text
+    (WikiText's ``<unk>`` is lowercase already), at most ``--lm-minutes``."""
     fields = {**LM, "emb": BASE["emb"], "hidden": BASE["hidden"], "layers": BASE["layers"],
               **{k: v for k, v in args.overrides.items() if k in ("emb", "hidden", "layers", "seed", "threads",
                                                                    "device")},
               **(QUICK_LM if args.quick else {}), "time_budget": args.lm_minutes * 60}
     if "cell" in args.overrides:
         fields["model"] = args.overrides["cell"]
-    train = common.data_file(data_dir, "wikitext-2", "wiki.train.tokens", what="WikiText-2 training text")
+    train = lowercased(common.data_file(data_dir, "wikitext-2", "wiki.train.tokens", what="WikiText-2 training text"),
+                       tmp)
     valid = data_dir / "wikitext-2" / "wiki.valid.tokens"
+    valid = lowercased(valid, tmp) if valid.is_file() else valid
     start = time.perf_counter()
     run = lm.train(out=str(out), overwrite=True, progress=sys.stderr.isatty(), train=str(train),
                    valid=str(valid) if valid.is_file() else None, **fields)
@@ -173,6 +184,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--minutes", type=float, default=15.0, help="SST-2 training minutes per run (default 15)")
     p.add_argument("--lm-minutes", type=float, default=20.0, help="WikiText-2 LM training minutes (default 20)")
     p.add_argument("--trec-minutes", type=float, default=10.0, help="TREC training minutes (default 10)")
+    p.add_argument("--scratch-accuracy", type=float, default=None, metavar="ACC",
+                   help="sst2-lm alone: the from-scratch SST-2 accuracy (test, or dev with --no-test) of an earlier "
+                   "run with the same settings, instead of running the sst2 part again")
     p.add_argument("--set", dest="overrides", action="append", type=common.parse_override, default=[],
                    metavar="FIELD=VALUE", help="override a classify train field (repeatable)")
     p.add_argument("--no-test", action="store_true", help="dev only (while choosing settings)")
@@ -193,7 +207,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                                     common.REPO_ROOT / "runs" / "classify_quality")
     data_dir = quick_data(tmp / "data") if args.quick else Path(args.data_dir)
     parts = list(args.part)
-    if "sst2-lm" in parts and "sst2" not in parts:
+    if "sst2-lm" in parts and "sst2" not in parts and args.scratch_accuracy is None:
         parts.insert(parts.index("sst2-lm"), "sst2")  # the gain needs the from-scratch figure
     results: dict[str, Any] = {}
     try:
@@ -208,7 +222,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 res = train_classifier(part, classifier_fields(args, part, args.minutes), sst2_files(data_dir),
                                        root / part, args)
             else:
-                lm_res = train_lm(args, data_dir, root / "wikitext2-lm")
+                lm_res = train_lm(args, data_dir, root / "wikitext2-lm", tmp)
                 fields = {**classifier_fields(args, part, args.minutes), "init_from": lm_res["path"]}
                 res = {**train_classifier(part, fields, sst2_files(data_dir), root / part, args), "lm": lm_res}
             results[part] = res
@@ -221,7 +235,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     split = "dev" if args.no_test else "test"
     gain = None
     if "sst2-lm" in results:
-        gain = results["sst2-lm"][split]["accuracy"] - results["sst2"][split]["accuracy"]
+        scratch = results["sst2"][split]["accuracy"] if "sst2" in results else args.scratch_accuracy
+        gain = results["sst2-lm"][split]["accuracy"] - scratch
     rows = [{"part": name, "dev acc": r["dev"]["accuracy"], "test acc": r["test"]["accuracy"] if "test" in r else None,
              "macro F1": r[split]["macro_f1"], "steps": r["steps"], "best step": r["best_step"],
              "train s": r["train_s"]} for name, r in results.items()]
