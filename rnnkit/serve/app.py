@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, HTTPException
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field, field_validator
 
@@ -193,6 +193,25 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
     return JSONResponse({"detail": message}, status_code=status, headers=headers)
 
 
+class BodyLimit:
+    """ASGI middleware: a POST needs a Content-Length (411) of at most ``max_body`` bytes (413), checked before
+    the body is read. Plain ASGI rather than ``@app.middleware("http")``, whose per-request wrapping costs
+    more than the rest of a small request's handling."""
+
+    def __init__(self, app: Any, max_body: int) -> None:
+        self.app, self.max_body = app, max_body
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            length = dict(scope["headers"]).get(b"content-length")
+            if length is None:
+                return await _error(411, "a request body needs a Content-Length header")(scope, receive, send)
+            if not length.isdigit() or int(length) > self.max_body:
+                message = f"request body too large: {length.decode('latin-1')} bytes, the limit is {self.max_body}"
+                return await _error(413, message)(scope, receive, send)
+        await self.app(scope, receive, send)
+
+
 def create_app(served: Sequence[Served], settings: Settings | None = None) -> FastAPI:
     """The FastAPI application serving ``served`` runs with ``settings`` (default: :class:`Settings`)."""
     settings = settings or Settings()
@@ -220,15 +239,7 @@ def create_app(served: Sequence[Served], settings: Settings | None = None) -> Fa
     app = FastAPI(title="rnnkit serve", version=__version__, lifespan=lifespan,
                   description="Trained rnnkit runs over HTTP: " + ", ".join(f"{s.name} ({s.task})" for s in served))
 
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next: Callable) -> Any:
-        if request.method == "POST":
-            length = request.headers.get("content-length")
-            if length is None:
-                return _error(411, "a request body needs a Content-Length header")
-            if not length.isdigit() or int(length) > settings.max_body:
-                return _error(413, f"request body too large: {length} bytes, the limit is {settings.max_body}")
-        return await call_next(request)
+    app.add_middleware(BodyLimit, max_body=settings.max_body)
 
     def pick(task: str, model: str | None) -> Served:
         for s in served:
