@@ -112,3 +112,16 @@ def test_prompt_ids_read_as_run_generate_reads_them(tmp_path, prompt):
     _, state = stream.score_ids(run.model, stream.prompt_ids(run.tokenizer, prompt))
     ids, _ = stream.sample(run.model, state, 10, temperature=0.0)
     assert run.tokenizer.decode_stream(ids[0]) == run.generate(prompt, 10, temperature=0.0)[0]
+
+
+@pytest.mark.parametrize("level,model", [("char", "lstm"), ("word", "gru"), ("char", "mingru")])
+def test_score_many_equals_scoring_each_text_alone(tmp_path, level, model):
+    """One padded batch of texts of different lengths (a single token, nothing at all, several lines) gives
+    each text's own total, as scoring it alone from a fresh state does."""
+    run = tiny_lm(tmp_path, level, model)
+    texts = [make_text(3, 1), "a", "", make_text(9, 2), make_text(1, 3)]
+    alone = [run.score(t)[0] for t in texts]
+    assert run.score_many(texts) == pytest.approx(alone, rel=1e-5, abs=1e-6)
+    ids = [run.tokenizer.encode_stream(t) for t in texts]
+    assert stream.score_many(run.model, ids, chunk=3) == pytest.approx(alone, rel=1e-5, abs=1e-6)
+    assert run.score_many([]) == []

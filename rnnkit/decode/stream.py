@@ -101,6 +101,34 @@ def score_ids(model: LanguageModel, ids: Sequence[int], state: StreamState | Non
 
 
 @torch.no_grad()
+def score_many(model: LanguageModel, streams: Sequence[Sequence[int]], chunk: int = 4096) -> list[float]:
+    """Total log-likelihood (nats) of each of several token-id streams, each read from a fresh state, in one
+    padded batch: ``score_ids(model, ids)[0]`` for each, to rounding.
+
+    The model reads left to right, so the padding after a short stream cannot change the predictions at its
+    own positions. The next-token log-probabilities are computed only at the valid positions, ``chunk`` rows
+    at a time (at most a ``(chunk, V)`` block in memory whatever the batch).
+    """
+    lengths = torch.tensor([len(s) for s in streams], dtype=torch.long)  # (B,)
+    totals = torch.zeros(len(streams), dtype=torch.float64)
+    width = int(lengths.max()) if len(streams) else 0
+    if width < 2:  # no stream has a token to predict: a first token is only read
+        return totals.tolist()
+    device = _device(model)
+    x = torch.zeros(len(streams), width, dtype=torch.long)  # (B, T): padded with id 0 after each stream
+    for i, ids in enumerate(streams):
+        x[i, : len(ids)] = torch.as_tensor(list(ids), dtype=torch.long)
+    hidden, _ = model.hidden_states(x.to(device))  # (B, T, H), from a zero state
+    predicts = torch.arange(width - 1)[None] < lengths[:, None] - 1  # (B, T - 1): position t predicts t + 1
+    rows = torch.arange(len(streams))[:, None].expand_as(predicts)[predicts]  # (N,) the stream of each
+    h = hidden[:, :-1][predicts.to(device)]  # (N, H)
+    targets = x[:, 1:][predicts].to(device)  # (N,)
+    picked = [model.log_probs(h[a : a + chunk]).gather(1, targets[a : a + chunk, None])[:, 0]
+              for a in range(0, h.shape[0], chunk)]
+    return totals.index_add_(0, rows, torch.cat(picked).double().cpu()).tolist()
+
+
+@torch.no_grad()
 def sample(model: LanguageModel, state: StreamState, length: int, *, temperature: float = 1.0, top_k: int = 0,
            top_p: float = 1.0, generator: torch.Generator | None = None) -> tuple[list[list[int]], StreamState]:
     """Continue every stream of ``state`` by ``length`` tokens drawn from its ``log_probs``.

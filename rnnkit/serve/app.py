@@ -14,8 +14,8 @@ without it, the first loaded run of the task answers):
     GET  /docs           OpenAPI documentation (schema at /openapi.json)
 
 Every POST runs through a :class:`~rnnkit.serve.batching.Batcher` per run and endpoint: requests within
-``max_wait_ms`` are answered by one call of the endpoint's batch function (tag and translate run a whole
-batch in one model call, classify one per distinct ``top_k``; generate and score run its requests one after the
+``max_wait_ms`` are answered by one call of the endpoint's batch function (score, tag and translate run a
+whole batch in one model call, classify one per distinct ``top_k``; generate runs its requests one after the
 other). Token streams (``/v1/generate`` with ``"stream": true``) do not go through the batcher: each stream's
 steps run on the same model thread, interleaved with the batches, and at most ``max_queue`` streams per run are
 open; each event carries the text its token adds (exact for char and word runs; BPE decoding may reshape earlier text).
@@ -97,9 +97,8 @@ class ClassifyRequest(BaseModel):
 
 
 # --- batch functions: (run, requests) -> one response per request -----------------------------------------------
-# tag and translate run all requests of a batch in one model call (classify: one per distinct top_k); generate
-# and score run them one after the other inside the batch (texts of different lengths: the streaming API reads
-# one stream at a time)
+# score, tag and translate run all requests of a batch in one model call (classify: one per distinct top_k);
+# generate runs them one after the other inside the batch (each request has its own sampling settings and seed)
 
 def generate_batch(run: Any, reqs: Sequence[GenerateRequest]) -> list[dict]:
     return [{"text": run.generate(r.prompt, r.length, temperature=r.temperature, top_k=r.top_k, top_p=r.top_p,
@@ -107,10 +106,12 @@ def generate_batch(run: Any, reqs: Sequence[GenerateRequest]) -> list[dict]:
 
 
 def score_batch(run: Any, reqs: Sequence[ScoreRequest]) -> list[dict]:
+    ids = [run.tokenizer.encode_stream(t) for r in reqs for t in r.texts]
+    found = iter(zip(stream.score_many(run.model, ids), ids))  # one call: all requests' texts as one batch
     out = []
     for r in reqs:
-        out.append({"log_likelihoods": [run.score(t)[0] for t in r.texts],
-                    "tokens": [len(run.tokenizer.encode_stream(t)) for t in r.texts]})
+        scored = [next(found) for _ in r.texts]
+        out.append({"log_likelihoods": [total for total, _ in scored], "tokens": [len(i) for _, i in scored]})
     return out
 
 

@@ -12,7 +12,7 @@ The CLI (``rnnkit lm ...``) is a thin layer over :func:`train`, :func:`resume` a
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -267,6 +267,11 @@ class LMRun:
     def score(self, text: str, state: dict | None = None) -> tuple[float, dict]:
         """Total log-likelihood of ``text`` and the state after it (:func:`~rnnkit.decode.stream.score_ids`)."""
         return stream.score_ids(self.model, self.tokenizer.encode_stream(text), state)
+
+    def score_many(self, texts: Sequence[str]) -> list[float]:
+        """Total log-likelihood of each text, each read from a fresh state, in one padded batch
+        (:func:`~rnnkit.decode.stream.score_many`): ``score(text)[0]`` for each, to rounding."""
+        return stream.score_many(self.model, [self.tokenizer.encode_stream(t) for t in texts])
 
 
 def prepare(cfg: LMConfig) -> tuple[Tokenizer, torch.Tensor, torch.Tensor | None]:
