@@ -2,12 +2,13 @@
 
 A run that starts fast and then collapses for long stretches (as the tagger did on CPU before the engine
 flushed denormal floats to zero: ~7,000 tokens/s for 40-60 steps, then 200-400) shows up here as a window far
-below the median. Each task trains through its public Python API (``rnnkit.tasks.lm/tag/seq2seq.train``) with
-its default settings, except: ``max_steps`` (default 1,000), no time budget, ``log_every`` = the window
-(default 50), ``progress=False``, and for the tagger the XPOS column of UD English EWT, the case where the
-collapse was seen. The engine logs ``tokens_per_s`` for each window in ``metrics.jsonl``. Windows that contain
-a validation pass (logged as a ``valid`` line at a step inside the window) are shown but left out of the
-ratio, as are the first ``--warmup`` windows. The ratio median / slowest window is flagged when above 2.
+below the median. Each task trains through its public Python API (``rnnkit.tasks.lm/tag/seq2seq/classify.
+train``) with its default settings (the classifier: the genres of the bundled UD EWT sentences), except:
+``max_steps`` (default 1,000), no time budget, ``log_every`` = the window (default 50), ``progress=False``, and
+for the tagger the XPOS column of UD English EWT, the case where the collapse was seen. The engine logs
+``tokens_per_s`` for each window in ``metrics.jsonl``. Windows that contain a validation pass (logged as a
+``valid`` line at a step inside the window) are shown but left out of the ratio, as are the first
+``--warmup`` windows. The ratio median / slowest window is flagged when above 2.
 
     python benchmarks/phases.py                  # long: 1,000 steps per task on 2 cores
     python benchmarks/phases.py --task tag       # one task
@@ -30,13 +31,15 @@ import common  # noqa: E402
 
 from rnnkit.data.conll import bundled_ud_ewt, read_conllu, write_conllu  # noqa: E402
 from rnnkit.data.pairs import bundled_tatoeba, read_tsv_pairs  # noqa: E402
-from rnnkit.tasks import lm, seq2seq, tag  # noqa: E402
+from rnnkit.tasks import classify, lm, seq2seq, tag  # noqa: E402
 
 QUICK = {
     "lm": dict(emb=8, hidden=16, layers=1, batch_size=4, bptt=16),
     "tag": dict(emb=16, char_emb=8, char_hidden=8, hidden=16, batch_size=8),
     "seq2seq": dict(emb=16, enc_hidden=16, hidden=32, batch_size=8),
+    "classify": dict(emb=16, hidden=16, batch_size=8),
 }
+TASKS = {"lm": lm, "tag": tag, "seq2seq": seq2seq, "classify": classify}
 QUICK_LINES = 200
 FLAG_RATIO = 2.0
 
@@ -52,6 +55,11 @@ def quick_data(task: str, tmp: Path) -> dict[str, Any]:
         with open(path, "w", encoding="utf-8") as f:
             write_conllu(read_conllu(bundled_ud_ewt()["train"])[:QUICK_LINES], f)
         return {"train": str(path), "valid": None}
+    if task == "classify":
+        path = tmp / "texts.tsv"
+        path.write_text("".join(f"{'a good' if i % 2 else 'a bad'} text number {i}\t{i % 2}\n"
+                                for i in range(QUICK_LINES)), encoding="utf-8")
+        return {"train": str(path), "valid": None, "text_column": "0", "label_column": "1"}
     pairs = read_tsv_pairs(bundled_tatoeba()["train"]).pairs[:QUICK_LINES]
     path = tmp / "pairs.tsv"
     path.write_text("".join(f"{s}\t{t}\n" for s, t in pairs), encoding="utf-8")
@@ -90,8 +98,7 @@ def run_task(task: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         fields["column"] = "xpos"
     if args.quick:
         fields.update(QUICK[task], **quick_data(task, tmp))
-    module = {"lm": lm, "tag": tag, "seq2seq": seq2seq}[task]
-    module.train(out=str(out), overwrite=True, progress=False, **fields)
+    TASKS[task].train(out=str(out), overwrite=True, progress=False, **fields)
     rows = windows(out / "metrics.jsonl")
     return {"task": task, "settings": {k: v for k, v in fields.items() if k not in ("train", "valid")},
             "windows": rows, **summary(rows, args.warmup)}
@@ -100,8 +107,8 @@ def run_task(task: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--task", nargs="+", choices=("lm", "tag", "seq2seq"), default=["lm", "tag", "seq2seq"],
-                   help="which tasks (default all three)")
+    p.add_argument("--task", nargs="+", choices=list(TASKS), default=list(TASKS),
+                   help="which tasks (default all four)")
     p.add_argument("--steps", type=int, default=1000, help="training steps per task (default 1000)")
     p.add_argument("--window", type=int, default=50, help="steps per timing window (default 50)")
     p.add_argument("--warmup", type=int, default=1, help="first windows left out of the ratio (default 1)")
