@@ -124,3 +124,32 @@ def test_resume_equals_training_straight_through(tmp_path):
     assert a.meta["state"] == {**b.meta["state"], "elapsed_s": a.meta["state"]["elapsed_s"]}
     for k, v in a.group("optim").items():
         assert torch.equal(v, b.group("optim")[k])
+
+
+def test_logged_tokens_per_s_leaves_out_evaluation_and_saving(tmp_path, monkeypatch):
+    """A fake clock: each training step takes 1 s (4 examples), each evaluation 100 s. Every logged window
+    reads 4 tokens/s, the windows right after an evaluation too."""
+    from rnnkit.train import engine
+
+    class Clock:
+        now = 0.0
+
+        @classmethod
+        def perf_counter(cls) -> float:
+            return cls.now
+
+    class TimedToy(ToyTask):
+        def train_loss(self, model, batch, carry):
+            Clock.now += 1.0
+            return super().train_loss(model, batch, carry)
+
+        def evaluate_stats(self, model):
+            Clock.now += 100.0
+            return super().evaluate_stats(model)
+
+    monkeypatch.setattr(engine, "time", Clock)
+    t = trainer(tmp_path, TimedToy(scores=[0.1, 0.2, 0.3]), epochs=3, log_every=2, time_budget=None)
+    t.fit()
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert sum(r["split"] == "valid" for r in lines) == 3
+    assert [r["tokens_per_s"] for r in lines if r["split"] == "train"] == [4.0] * 12  # 2 steps, 8 examples, 2 s

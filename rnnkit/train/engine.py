@@ -394,6 +394,17 @@ class Trainer:
         start = time.perf_counter()
         elapsed_before = s.elapsed_s
         window_start = start
+        paused = 0.0  # seconds of evaluating and saving inside the current log window: not training
+
+        def off_the_clock(work: Callable[[], Any]) -> Any:
+            """Run ``work`` (an evaluation or a save) outside the tokens/s of the log window."""
+            nonlocal paused
+            began = time.perf_counter()
+            try:
+                return work()
+            finally:
+                paused += time.perf_counter() - began
+
         acc = torch.zeros(2, dtype=torch.float64, device=self.device)  # (summed loss, tokens) since the last log
         grad_norm = torch.zeros((), device=self.device)
         stop = ""
@@ -406,7 +417,7 @@ class Trainer:
                         break
                     if save_due:  # save_every seconds passed
                         s.elapsed_s = elapsed_before + time.perf_counter() - start
-                        self.save("last")
+                        off_the_clock(lambda: self.save("last"))
                     # forward + loss: the mean over real tokens of all ranks (DDP averages gradients)
                     with self._autocast():
                         loss_sum, carry, tokens, lr_scale = self.step_module(batch, detach_carry(s.carry))
@@ -443,28 +454,28 @@ class Trainer:
                         s.elapsed_s = elapsed_before + now - start
                         summed = self.procs.all_sum(acc.clone()).tolist()
                         mean = summed[0] / max(1.0, summed[1])
-                        tps = summed[1] / max(1e-9, now - window_start)
+                        tps = summed[1] / max(1e-9, now - window_start - paused)
                         self.log({"step": s.step, "epoch": s.epoch, "split": "train", "loss": round(mean, 6),
                                   "lr": lr, "grad_norm": round(float(grad_norm), 6),
                                   "tokens_per_s": round(tps, 1), "elapsed_s": round(s.elapsed_s, 3)})
                         bar.set_postfix(loss=f"{mean:.4f}", tok_s=f"{tps:,.0f}", refresh=False)
                         acc.zero_()
-                        window_start = now
+                        window_start, paused = now, 0.0
                     if cfg.eval_every and s.step % cfg.eval_every == 0:
                         s.elapsed_s = elapsed_before + time.perf_counter() - start
-                        if task.has_valid and self.scheduled_evaluation():
+                        if task.has_valid and off_the_clock(self.scheduled_evaluation):
                             stop = "early_stopping"
                             break
                     if self.save_kind == "steps" and self.save_every and s.step % self.save_every == 0 \
                             and self._last_save[0] != s.step:
                         s.elapsed_s = elapsed_before + time.perf_counter() - start
-                        self.save("last")
+                        off_the_clock(lambda: self.save("last"))
                 else:  # the epoch ran to its end
                     s.epoch += 1
                     s.batch_in_epoch = 0
                     s.carry = None  # streams restart at the beginning of the data
                     s.elapsed_s = elapsed_before + time.perf_counter() - start
-                    if not cfg.eval_every and task.has_valid and self.scheduled_evaluation():
+                    if not cfg.eval_every and task.has_valid and off_the_clock(self.scheduled_evaluation):
                         stop = "early_stopping"
                     continue
                 break
