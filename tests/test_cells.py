@@ -177,6 +177,42 @@ def test_projection_hoisted_out_of_the_loop_equals_stepping_the_reference():
             torch.testing.assert_close(state, ref_state, rtol=0, atol=1e-12, msg=type(cell).__name__)
 
 
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no_bias"])
+@pytest.mark.parametrize("transposed", [False, True], ids=["contiguous", "transposed_views"])
+@pytest.mark.parametrize("needs", [(True, True), (True, False), (False, True)], ids=["both", "input", "weight"])
+def test_linear_float32_cpu_runs_onednn_and_equals_f_linear(bias, transposed, needs):
+    # float32 on CPU goes through oneDNN (its own autograd node), values and all gradients equal to
+    # F.linear's to float32 rounding, for transposed views too (the backward products use them)
+    torch.manual_seed(5)
+    x, w = torch.randn(7, 6), torch.randn(9, 6)
+    if transposed:
+        x, w = torch.randn(6, 7).t(), torch.randn(6, 9).t()
+    b = torch.randn(9) if bias else None
+    leaves = [x.requires_grad_(needs[0]), w.requires_grad_(needs[1])] + ([b.requires_grad_()] if bias else [])
+    g = torch.randn(7, 9)
+    got = rn.cells.linear(x, w, b)
+    assert type(got.grad_fn).__name__ == "_OneDNNLinearBackward"
+    got_grads = torch.autograd.grad(got, [t for t in leaves if t.requires_grad], g)
+    want = F.linear(x, w, b)
+    want_grads = torch.autograd.grad(want, [t for t in leaves if t.requires_grad], g)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    for a, e in zip(got_grads, want_grads, strict=True):
+        torch.testing.assert_close(a, e, rtol=1e-5, atol=1e-5)
+
+
+def test_linear_is_f_linear_off_float32_cpu():
+    # float64 (oneDNN has no float64 product) and autocast are F.linear itself: the same bits
+    torch.manual_seed(6)
+    x, w, b = torch.randn(4, 3, dtype=torch.float64), torch.randn(5, 3, dtype=torch.float64), None
+    assert torch.equal(rn.cells.linear(x, w, b), F.linear(x, w, b))
+    x, w, b = torch.randn(4, 3), torch.randn(5, 3), torch.randn(5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = rn.cells.linear(x, w, b)
+        assert got.dtype == torch.bfloat16 and torch.equal(got, F.linear(x, w, b))
+    compiled = torch.compile(lambda a: rn.cells.linear(a, w, b), backend="aot_eager", fullgraph=True)
+    torch.testing.assert_close(compiled(x), F.linear(x, w, b), rtol=1e-5, atol=1e-5)
+
+
 def test_cell_bad_input_and_state_raise():
     cell = rn.LSTMCell(3, 5)
     with pytest.raises(ValueError, match=r"expected input of shape \(B, H_in=3\) or \(H_in,\), got \(2, 4\)"):
