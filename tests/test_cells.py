@@ -201,11 +201,13 @@ def test_linear_float32_cpu_runs_onednn_and_equals_f_linear(bias, transposed, ne
 
 
 def test_linear_is_f_linear_off_float32_cpu():
-    # float64 (oneDNN has no float64 product) and autocast are F.linear itself: the same bits
+    # float64 (oneDNN has no float64 product), a 2-D bias, autocast and compiling are F.linear itself
     torch.manual_seed(6)
     x, w, b = torch.randn(4, 3, dtype=torch.float64), torch.randn(5, 3, dtype=torch.float64), None
     assert torch.equal(rn.cells.linear(x, w, b), F.linear(x, w, b))
     x, w, b = torch.randn(4, 3), torch.randn(5, 3), torch.randn(5)
+    rows = torch.randn(4, 5)  # a (N, M) bias, as F.linear broadcasts it: addmm
+    assert torch.equal(rn.cells.linear(x, w, rows), F.linear(x, w, rows))
     with torch.autocast("cpu", dtype=torch.bfloat16):
         got = rn.cells.linear(x, w, b)
         assert got.dtype == torch.bfloat16 and torch.equal(got, F.linear(x, w, b))
