@@ -180,9 +180,10 @@ def test_projection_hoisted_out_of_the_loop_equals_stepping_the_reference():
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "no_bias"])
 @pytest.mark.parametrize("transposed", [False, True], ids=["contiguous", "transposed_views"])
 @pytest.mark.parametrize("needs", [(True, True), (True, False), (False, True)], ids=["both", "input", "weight"])
-def test_linear_float32_cpu_runs_onednn_and_equals_f_linear(bias, transposed, needs):
+def test_linear_float32_cpu_runs_onednn_and_equals_f_linear(monkeypatch, bias, transposed, needs):
     # float32 on CPU goes through oneDNN (its own autograd node), values and all gradients equal to
     # F.linear's to float32 rounding, for transposed views too (the backward products use them)
+    monkeypatch.setattr(rn.cells, "ONEDNN_MIN_MACS", 7 * 9 * 6)  # this product, as small as a test allows
     torch.manual_seed(5)
     x, w = torch.randn(7, 6), torch.randn(9, 6)
     if transposed:
@@ -200,9 +201,14 @@ def test_linear_float32_cpu_runs_onednn_and_equals_f_linear(bias, transposed, ne
         torch.testing.assert_close(a, e, rtol=1e-5, atol=1e-5)
 
 
-def test_linear_is_f_linear_off_float32_cpu():
-    # float64 (oneDNN has no float64 product), a 2-D bias, autocast and compiling are F.linear itself
+def test_linear_is_f_linear_off_float32_cpu(monkeypatch):
+    # a product below ONEDNN_MIN_MACS, float64 (oneDNN has no float64 product), a 2-D bias, autocast and
+    # compiling are F.linear itself
     torch.manual_seed(6)
+    x, w = torch.randn(7, 6, requires_grad=True), torch.randn(9, 6)
+    monkeypatch.setattr(rn.cells, "ONEDNN_MIN_MACS", 7 * 9 * 6 + 1)
+    assert type(rn.cells.linear(x, w).grad_fn).__name__ == "MmBackward0"
+    monkeypatch.setattr(rn.cells, "ONEDNN_MIN_MACS", 0)
     x, w, b = torch.randn(4, 3, dtype=torch.float64), torch.randn(5, 3, dtype=torch.float64), None
     assert torch.equal(rn.cells.linear(x, w, b), F.linear(x, w, b))
     x, w, b = torch.randn(4, 3), torch.randn(5, 3), torch.randn(5)
@@ -273,6 +279,7 @@ def test_generic_layer_on_onednn_equals_it_on_f_linear(monkeypatch, mode, layer_
         ((out * w_out).sum() + sum(f.square().sum() for f in finals)).backward()
         return [out, *finals, xs.grad, *(p.grad for p in layer.parameters())]
 
+    monkeypatch.setattr(rn.cells, "ONEDNN_MIN_MACS", 0)  # every product of these tiny sizes on oneDNN
     on_onednn = run()
     monkeypatch.setattr(rn.cells, "_ONEDNN_LINEAR", None)
     on_f_linear = run()
