@@ -15,7 +15,8 @@ A cell is a ``torch.nn.Module`` that computes one time step. Anything with this 
     step(xp_t, state) -> (y_t, state)   # one step from a projected input row block (B, G)
 
 A cell's matrix products should call :func:`linear` (``F.linear``'s arguments) rather than ``@`` or
-``F.linear``: on CPU in float32 it runs them, and their gradients, on oneDNN as the fused LSTM kernel does.
+``F.linear``: on CPU in float32 it runs the large ones, and their gradients, on oneDNN as the fused LSTM
+kernel does.
 
 ``cell(input, state=None)`` runs one step on raw input: ``step(project_input(input), state)``; as with torch.nn
 cells, ``input`` may be unbatched ``(H_in,)`` (with a state of ``(S,)`` tensors) and the state may be passed as
