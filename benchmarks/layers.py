@@ -5,7 +5,8 @@ tokens/s of ``torch.nn.<LSTM|GRU>``, ``rnnkit.nn.<LSTM|GRU>`` (fused engine) and
 ``engine="generic"`` (the cell loop), all with the same weights, in one process. Each window runs every
 implementation in turn (the order rotates per window) for ``--window`` seconds; we report the median and range
 over windows and the ratio to torch.nn (ratio of medians, and the range of the per-window paired ratios).
-Targets: fused >= 0.95x torch.nn; generic LSTM >= 0.5x torch.nn at hidden 512. The last line is JSON.
+Targets: fused >= 0.95x torch.nn; generic LSTM >= 0.9x the fused engine at hidden 512 (ratio of medians).
+The last line is JSON.
 
     python benchmarks/layers.py                 # full run (a few minutes; use a quiet machine)
     python benchmarks/layers.py --quick         # smoke run, tiny sizes
@@ -137,7 +138,9 @@ def main() -> None:
         lstm_512 = [r for r in results if r["mode"] == "LSTM" and r["hidden"] == 512]
         targets = {
             "fused_ge_0.95": all(r["fused"]["ratio"] >= 0.95 for r in results),
-            "generic_lstm_512_ge_0.5": all(r["generic"]["ratio"] >= 0.5 for r in lstm_512) if lstm_512 else None,
+            "generic_lstm_512_ge_0.9_fused": all(
+                r["generic"]["median_tok_s"] >= 0.9 * r["fused"]["median_tok_s"] for r in lstm_512
+            ) if lstm_512 else None,
         }
     print(f"targets met: {targets}" if targets else "targets: not judged on a quick run")
     print(json.dumps({

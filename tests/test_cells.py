@@ -177,6 +177,50 @@ def test_projection_hoisted_out_of_the_loop_equals_stepping_the_reference():
             torch.testing.assert_close(state, ref_state, rtol=0, atol=1e-12, msg=type(cell).__name__)
 
 
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no_bias"])
+@pytest.mark.parametrize("transposed", [False, True], ids=["contiguous", "transposed_views"])
+@pytest.mark.parametrize("needs", [(True, True), (True, False), (False, True)], ids=["both", "input", "weight"])
+def test_linear_float32_cpu_runs_onednn_and_equals_f_linear(monkeypatch, bias, transposed, needs):
+    # float32 on CPU goes through oneDNN (its own autograd node), values and all gradients equal to
+    # F.linear's to float32 rounding, for transposed views too (the backward products use them)
+    monkeypatch.setattr(rn.cells, "ONEDNN_MIN_MACS", 7 * 9 * 6)  # this product, as small as a test allows
+    torch.manual_seed(5)
+    x, w = torch.randn(7, 6), torch.randn(9, 6)
+    if transposed:
+        x, w = torch.randn(6, 7).t(), torch.randn(6, 9).t()
+    b = torch.randn(9) if bias else None
+    leaves = [x.requires_grad_(needs[0]), w.requires_grad_(needs[1])] + ([b.requires_grad_()] if bias else [])
+    g = torch.randn(7, 9)
+    got = rn.cells.linear(x, w, b)
+    assert type(got.grad_fn).__name__ == "_OneDNNLinearBackward"
+    got_grads = torch.autograd.grad(got, [t for t in leaves if t.requires_grad], g)
+    want = F.linear(x, w, b)
+    want_grads = torch.autograd.grad(want, [t for t in leaves if t.requires_grad], g)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    for a, e in zip(got_grads, want_grads, strict=True):
+        torch.testing.assert_close(a, e, rtol=1e-5, atol=1e-5)
+
+
+def test_linear_is_f_linear_off_float32_cpu(monkeypatch):
+    # a product below ONEDNN_MIN_MACS, float64 (oneDNN has no float64 product), a 2-D bias, autocast and
+    # compiling are F.linear itself
+    torch.manual_seed(6)
+    x, w = torch.randn(7, 6, requires_grad=True), torch.randn(9, 6)
+    monkeypatch.setattr(rn.cells, "ONEDNN_MIN_MACS", 7 * 9 * 6 + 1)
+    assert type(rn.cells.linear(x, w).grad_fn).__name__ == "MmBackward0"
+    monkeypatch.setattr(rn.cells, "ONEDNN_MIN_MACS", 0)
+    x, w, b = torch.randn(4, 3, dtype=torch.float64), torch.randn(5, 3, dtype=torch.float64), None
+    assert torch.equal(rn.cells.linear(x, w, b), F.linear(x, w, b))
+    x, w, b = torch.randn(4, 3), torch.randn(5, 3), torch.randn(5)
+    rows = torch.randn(4, 5)  # a (N, M) bias, as F.linear broadcasts it: addmm
+    assert torch.equal(rn.cells.linear(x, w, rows), F.linear(x, w, rows))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = rn.cells.linear(x, w, b)
+        assert got.dtype == torch.bfloat16 and torch.equal(got, F.linear(x, w, b))
+    compiled = torch.compile(lambda a: rn.cells.linear(a, w, b), backend="aot_eager", fullgraph=True)
+    torch.testing.assert_close(compiled(x), F.linear(x, w, b), rtol=1e-5, atol=1e-5)
+
+
 def test_cell_bad_input_and_state_raise():
     cell = rn.LSTMCell(3, 5)
     with pytest.raises(ValueError, match=r"expected input of shape \(B, H_in=3\) or \(H_in,\), got \(2, 4\)"):
@@ -208,3 +252,37 @@ def test_cells_match_gates_after_state_dict_from_torch_lstm_cell():
     h, c = ref(x)
     y, (h1, c1) = ours(x)
     assert F.l1_loss(h1, h) < 1e-6 and F.l1_loss(c1, c) < 1e-6
+
+
+@pytest.mark.parametrize(
+    "mode,layer_norm", [("LSTM", False), ("GRU", False), ("RNN", False), ("LSTM", True), ("GRU", True)]
+)
+def test_generic_layer_on_onednn_equals_it_on_f_linear(monkeypatch, mode, layer_norm):
+    # A float32 training forward and backward of the generic engine, stacked, bidirectional, variable lengths,
+    # all dropouts on: with the cells' products on oneDNN it equals the same run with F.linear to float32
+    # rounding, and draws the same dropout masks (oneDNN draws no random numbers). Through two layer-norm
+    # layers each run is about 4e-5 (relative) from a float64 run, hence 1e-4; a wrong mask or product is O(1).
+    torch.manual_seed(7)
+    layer = getattr(rn, mode)(
+        6, 8, 2, batch_first=True, dropout=0.3, bidirectional=True, engine="generic", layer_norm=layer_norm,
+        weight_dropout=0.2, input_dropout=0.1, output_dropout=0.1,
+    )
+    x, lengths = torch.randn(5, 7, 6), torch.tensor([7, 2, 5, 7, 1])
+    w_out = torch.randn(5, 7, 16)
+
+    def run():  # noqa: ANN202
+        torch.manual_seed(8)
+        layer.zero_grad()
+        xs = x.clone().requires_grad_()
+        out, final = layer(xs, lengths=lengths)
+        finals = final if isinstance(final, tuple) else (final,)
+        ((out * w_out).sum() + sum(f.square().sum() for f in finals)).backward()
+        return [out, *finals, xs.grad, *(p.grad for p in layer.parameters())]
+
+    monkeypatch.setattr(rn.cells, "ONEDNN_MIN_MACS", 0)  # every product of these tiny sizes on oneDNN
+    on_onednn = run()
+    monkeypatch.setattr(rn.cells, "_ONEDNN_LINEAR", None)
+    on_f_linear = run()
+    assert len(on_onednn) == len(on_f_linear)
+    for got, want in zip(on_onednn, on_f_linear, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
