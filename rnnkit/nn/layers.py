@@ -461,8 +461,11 @@ class _RecurrentLayer(torch.nn.RNNBase):
         The kernel returns it only after step S (``c_end``), right for the sequences of length S. For the
         shorter ones it is recomputed from the kernel's outputs: the gates at step t depend only on ``x_t`` and
         ``h_{t-1}`` (the output at t - 1), so i, f and g come from one matrix product over the valid steps,
-        and ``c_t = f_t c_{t-1} + i_t g_t`` is an elementwise scan. The same function of the weights and
-        inputs as the packed kernel's, so the gradients are exact too; the values agree to rounding.
+        and the scan ``c_t = f_t c_{t-1} + i_t g_t`` unrolls to ``c_{len-1} = sum_t (f_{t+1} ... f_{len-1})
+        i_t g_t + (f_0 ... f_{len-1}) c_0``: the products are exponentials of reverse cumulative sums of
+        ``log f`` (sums of terms of one sign, no cancellation), so a few elementwise operations replace a
+        loop over the steps. The same function of the weights and inputs as the packed kernel's, so the
+        gradients are exact too; the values agree to rounding.
         """
         steps, hidden = x.size(0), self.hidden_size
         short = (lengths < steps).nonzero().flatten()  # CPU: rows that end before T
@@ -478,13 +481,11 @@ class _RecurrentLayer(torch.nn.RNNBase):
         igf = igf + F.linear(hs[valid], w[1][: 3 * hidden], w[3][: 3 * hidden] if self.bias else None)
         gates = igf.new_zeros(span, rows.numel(), 3 * hidden).index_put((valid,), igf)  # (S, R, 3H)
         i, f, g = gates.chunk(3, -1)  # torch's gate order: input, forget, cell (then output, unused)
-        update = torch.sigmoid(i) * torch.tanh(g)
-        f = torch.sigmoid(f)
-        c, cells = h0[1][0, rows], []  # (R, H)
-        for t in range(span):
-            c = torch.addcmul(update[t], f[t], c)
-            cells.append(c)
-        c_short = torch.stack(cells)[lens - 1, torch.arange(rows.numel(), device=x.device)]  # (R, H)
+        update = torch.sigmoid(i) * torch.tanh(g)  # (S, R, H): i_t g_t, 0 past a length
+        log_f = F.logsigmoid(f).masked_fill(~valid[..., None], 0)  # (S, R, H): log f_t, 0 past a length
+        after = log_f.flip(0).cumsum(0).flip(0)  # (S, R, H): log(f_t ... f_{len-1})
+        decay = torch.cat([after[1:], torch.zeros_like(after[:1])]).exp()  # (S, R, H): f_{t+1} ... f_{len-1}
+        c_short = (decay * update).sum(0) + after[0].exp() * h0[1][0, rows]  # (R, H)
         return c_end.index_copy(1, rows, c_short[None])
 
     def _run_generic(
