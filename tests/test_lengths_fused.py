@@ -153,15 +153,19 @@ def test_training_dropout_between_layers_keeps_padding_zero_and_lengths_respecte
         assert torch.equal(out, out2) and torch.equal(h, h2) and torch.equal(c, c2)
 
 
-def brute_force_cost(lengths: list[int]) -> float:
+def modelled_cost(lengths: list[int], segments: list[tuple[int, int]], redo: float) -> float:
+    """The cost :func:`layers._segments` minimises, written out for ``(start, stop)`` segments."""
+    return sum((stop - start) * (sum(n > start for n in lengths) + layers._STEP_COST) + layers._CALL_COST
+               + redo * sum(n - start for n in lengths if start < n < stop) for start, stop in segments)
+
+
+def brute_force_cost(lengths: list[int], redo: float) -> float:
     """The least modelled cost over every set of boundaries drawn from the lengths (the last one included)."""
     distinct = sorted(set(lengths))
     best = float("inf")
     for mask in range(2 ** (len(distinct) - 1)):
         stops = [d for i, d in enumerate(distinct[:-1]) if mask >> i & 1] + [distinct[-1]]
-        starts = [0, *stops[:-1]]
-        best = min(best, sum((stop - start) * (sum(n > start for n in lengths) + layers._STEP_COST)
-                             + layers._CALL_COST for start, stop in zip(starts, stops)))
+        best = min(best, modelled_cost(lengths, list(zip([0, *stops[:-1]], stops)), redo))
     return best
 
 
@@ -171,12 +175,13 @@ def test_segments_tile_the_lengths_with_the_rows_alive_at_the_cheapest_modelled_
         batch = int(torch.randint(1, 12, (1,), generator=generator))
         steps = int(torch.randint(1, 80, (1,), generator=generator))
         lengths = torch.randint(1, steps + 1, (batch,), generator=generator).sort(descending=True).values.tolist()
-        segments = layers._segments(lengths)
-        assert [start for start, _, _ in segments] == [0] + [stop for _, stop, _ in segments[:-1]]
-        assert segments[-1][1] == lengths[0]
-        assert all(rows == sum(n > start for n in lengths) for start, _, rows in segments)
-        cost = sum((stop - start) * (rows + layers._STEP_COST) + layers._CALL_COST for start, stop, rows in segments)
-        assert cost == brute_force_cost(lengths)
+        for redo in (0, 1, 3):
+            segments = layers._segments(lengths, redo)
+            assert [start for start, _, _ in segments] == [0] + [stop for _, stop, _ in segments[:-1]]
+            assert segments[-1][1] == lengths[0]
+            assert all(rows == sum(n > start for n in lengths) for start, _, rows in segments)
+            spans = [(start, stop) for start, stop, _ in segments]
+            assert modelled_cost(lengths, spans, redo) == brute_force_cost(lengths, redo)
     assert layers._segments([5, 5, 5]) == [(0, 5, 3)]
     uniform = torch.randint(1, 65, (32,), generator=generator).sort(descending=True).values.tolist()
     segments = layers._segments(uniform)

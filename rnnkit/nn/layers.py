@@ -43,6 +43,7 @@ engine on CPU and on the packed (length-sorted) batch elsewhere: the same distri
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 import warnings
 
@@ -79,37 +80,45 @@ ENGINES = ("auto", "fused", "generic")
 # The cost model of :func:`_segments`, in row-steps (one sequence through one time step of a plain kernel).
 _STEP_COST = 4  # what a time step costs beyond its rows (per-step launches, small-matrix overheads), in rows
 _CALL_COST = 64  # what one more kernel call costs (its setup, forward and backward, the carried state)
+_REDO_COST = 1  # LSTM: what a step costs again for a sequence ending inside a call (its final c, _final_cell)
 _MAX_BOUNDARIES = 32  # candidate segment boundaries considered
 
 
-def _segments(lengths: list[int]) -> list[tuple[int, int, int]]:
+def _segments(lengths: list[int], redo: float = 0) -> list[tuple[int, int, int]]:
     """Time segments for a batch with ``lengths`` sorted longest first: ``(start, stop, rows)`` tiling
     ``[0, lengths[0])``, ``rows`` the number of sequences longer than ``start`` (a prefix of the batch).
 
     One plain kernel call over the padded batch does ``B * T`` row-steps (one sequence through one time step)
     where ``sum(lengths)`` are needed (twice as many at lengths uniform in [1, T]); one call per distinct
     length does only the needed ones but pays a fixed price per call and per step. The boundaries are chosen
-    among the lengths to minimise the modelled cost ``sum((stop - start) * (rows + _STEP_COST) + _CALL_COST)``,
-    exactly, by dynamic programming over at most ``_MAX_BOUNDARIES`` candidates (the distinct lengths, thinned
-    evenly when there are more): cheap, deterministic, from the lengths on CPU. Equal lengths: one segment.
+    among the lengths to minimise the modelled cost ``sum((stop - start) * (rows + _STEP_COST) + _CALL_COST
+    + redo * (the steps in the segment of the sequences that end strictly inside it))`` (``redo``: the LSTM's
+    recomputed final cell state, else 0), exactly, by dynamic programming over at most ``_MAX_BOUNDARIES``
+    candidates (the distinct lengths, thinned evenly when there are more): cheap, deterministic, from the
+    lengths on CPU. Equal lengths: one segment.
     """
     distinct = sorted(set(lengths))
     if len(distinct) > _MAX_BOUNDARIES:
         distinct = [distinct[(i + 1) * len(distinct) // _MAX_BOUNDARIES - 1] for i in range(_MAX_BOUNDARIES)]
     ascending = lengths[::-1]
+    total = [0, *itertools.accumulate(ascending)]  # total[k]: the sum of the k shortest lengths
     points = [0, *distinct]
-    alive = [len(lengths) - bisect.bisect_right(ascending, p) for p in points]  # rows longer than each point
+    longer = [bisect.bisect_right(ascending, p) for p in points]  # the rows up to a point, then those longer
+    shorter = [bisect.bisect_left(ascending, p) for p in points]  # the rows shorter than a point
     best = [0.0] + [math.inf] * len(distinct)  # the cheapest cost of segments tiling [0, points[j])
     previous = [0] * len(points)
     for j in range(1, len(points)):
         for i in range(j):
-            cost = best[i] + (points[j] - points[i]) * (alive[i] + _STEP_COST) + _CALL_COST
+            start, a, b = points[i], longer[i], shorter[j]  # ascending[a:b] end strictly inside
+            inside = total[b] - total[a] - (b - a) * start if b > a else 0
+            alive = len(lengths) - a
+            cost = best[i] + (points[j] - start) * (alive + _STEP_COST) + _CALL_COST + redo * inside
             if cost < best[j]:
                 best[j], previous[j] = cost, i
     segments, j = [], len(points) - 1
     while j:
         i = previous[j]
-        segments.append((points[i], points[j], alive[i]))
+        segments.append((points[i], points[j], len(lengths) - longer[i]))
         j = i
     return segments[::-1]
 
@@ -386,7 +395,7 @@ class _RecurrentLayer(torch.nn.RNNBase):
         """
         order = torch.argsort(seq.lengths, descending=True, stable=True)  # CPU
         lengths = seq.lengths[order]  # (B,) longest first
-        segments = _segments(lengths.tolist())
+        segments = _segments(lengths.tolist(), _REDO_COST if self.mode == "LSTM" else 0)
         permuted = not torch.equal(order, torch.arange(seq.batch))
         if permuted:
             rows = order.to(data.device)
