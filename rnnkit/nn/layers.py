@@ -477,7 +477,7 @@ class _RecurrentLayer(torch.nn.RNNBase):
         gradients are exact too; the values agree to rounding.
         """
         steps, hidden = x.size(0), self.hidden_size
-        short = (lengths < steps).nonzero().flatten()  # CPU: rows that end before T
+        short = (lengths < steps).nonzero().flatten()  # CPU: rows that end before S
         if short.numel() == 0:
             return c_end
         rows = short.to(x.device)
