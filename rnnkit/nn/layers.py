@@ -84,6 +84,7 @@ _REDO_COST = 1  # LSTM: what a step costs again for a sequence ending inside a c
 _MAX_BOUNDARIES = 32  # candidate segment boundaries considered
 
 
+@torch.compiler.disable  # plain Python on the lengths: torch.compile runs it as it is, no graph to trace
 def _segments(lengths: list[int], redo: float = 0) -> list[tuple[int, int, int]]:
     """Time segments for a batch with ``lengths`` sorted longest first: ``(start, stop, rows)`` tiling
     ``[0, lengths[0])``, ``rows`` the number of sequences longer than ``start`` (a prefix of the batch).
