@@ -11,11 +11,11 @@ tokens/s over ``--steps`` steps through the product's API, the two settings time
 * seq2seq: the bundled Tatoeba English-French training pairs, the ``rnnkit seq2seq train`` default model,
   batches of ``--batch-size`` pairs; padding over source and decoder cells (see :func:`seq2seq_half`).
 
-* layers: one recurrent layer (``--layer-size`` B T H, default 32 64 256), forward + backward, LSTM and GRU,
-  uni- and bidirectional: rnnkit without lengths (plain), with lengths all equal to T, with variable lengths
-  (uniform in [1, T]), and torch.nn with the same variable lengths through ``pack_padded_sequence`` (torch's
-  packed path), in ms per step (medians of alternating windows) and as the ratios the layers aim at: all-T
-  over plain time (target <= 1/0.95) and packed over variable time (target >= 2).
+* layers: one recurrent layer (``--layer-size`` B T H, default 32 64 256; ``--num-layers`` stacked, default 1),
+  forward + backward, LSTM and GRU, uni- and bidirectional: rnnkit without lengths (plain), with lengths all
+  equal to T, with variable lengths (uniform in [1, T]), and torch.nn with the same variable lengths through
+  ``pack_padded_sequence`` (torch's packed path), in ms per step (medians of alternating windows) and as the
+  ratios the layers aim at: all-T over plain time (target <= 1/0.95) and packed over variable time (target >= 2).
 
     python benchmarks/padding.py                 # ~2-3 minutes on 2 cores
     python benchmarks/padding.py --task layers   # under a minute on 2 cores
@@ -183,8 +183,9 @@ def layers_half(args: argparse.Namespace, tmp: Path) -> tuple[list[dict[str, Any
     rows = []
     for cls, ref_cls in ((LSTM, torch.nn.LSTM), (GRU, torch.nn.GRU)):
         for bidirectional in (False, True):
-            ours = cls(hidden, hidden, batch_first=True, bidirectional=bidirectional, device=device)
-            ref = ref_cls(hidden, hidden, batch_first=True, bidirectional=bidirectional, device=device)
+            kwargs = dict(num_layers=args.num_layers, batch_first=True, bidirectional=bidirectional, device=device)
+            ours = cls(hidden, hidden, **kwargs)
+            ref = ref_cls(hidden, hidden, **kwargs)
             ref.load_state_dict(ours.state_dict())
             x = torch.randn(batch, steps, hidden, device=device, requires_grad=True)
             ways = layer_ways(ours, ref, x, lengths)
@@ -196,7 +197,8 @@ def layers_half(args: argparse.Namespace, tmp: Path) -> tuple[list[dict[str, Any
             row["all T / plain time"] = round(row["all T"]["median"] / row["plain"]["median"], 3)
             row["packed / variable time"] = round(row["torch packed"]["median"] / row["variable"]["median"], 3)
             rows.append(row)
-    details = {"batch": batch, "steps": steps, "hidden": hidden, "lengths": lengths.tolist(),
+    details = {"batch": batch, "steps": steps, "hidden": hidden, "num_layers": args.num_layers,
+               "lengths": lengths.tolist(),
                "padding": 1.0 - lengths.sum().item() / (batch * steps)}
     return rows, details
 
@@ -210,6 +212,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                    default=["tagging", "seq2seq", "layers"], help="which parts (default all three)")
     p.add_argument("--layer-size", nargs=3, type=int, default=[32, 64, 256], metavar=("B", "T", "H"),
                    help="batch, steps and hidden size of the layers part (default 32 64 256)")
+    p.add_argument("--num-layers", type=int, default=1, help="stacked layers in the layers part (default 1)")
     p.add_argument("--steps", type=int, default=40, help="training steps per timing window (default 40)")
     p.add_argument("--windows", type=int, default=3, help="alternating timing windows per setting (default 3)")
     p.add_argument("--batch-size", type=int, default=32, help="sentences per batch (default 32)")
@@ -249,10 +252,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     "all T / plain time": r["all T / plain time"],
                     "packed / variable time": r["packed / variable time"]} for r in rows if r["task"] == "layers"]
     if layer_table:
-        size = "B {batch}, T {steps}, H {hidden}, padding {padding:.2f}".format(**details["layers"])
+        size = "B {batch}, T {steps}, H {hidden}, {num_layers} layer(s), padding {padding:.2f}".format(
+            **details["layers"])
         print()
         common.print_table(layer_table, ["layer", *ways, "all T / plain time", "packed / variable time"],
-                           title=f"One layer, forward + backward, ms per step (median), {size}")
+                           title=f"One layer (or stack), forward + backward, ms per step (median), {size}")
     out = {"benchmark": "padding", "machine": info, "quick": args.quick, "rows": rows, "details": details}
     common.print_json(out)
     return out

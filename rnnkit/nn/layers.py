@@ -16,8 +16,10 @@ while the generic engine's matmuls do not, so there the two differ at about 1e-3
 
 Lengths. A batch whose ``lengths`` are all T runs exactly as one without lengths. Otherwise the generic engine
 and the GPU pack the batch (cuDNN runs packed batches natively); on CPU the fused engine keeps it padded and
-calls the plain kernels (torch's packed CPU kernels are a per-step loop, about 3x slower): see
-``_run_padded``. Either way the results are torch's packed results to rounding.
+calls the plain kernels (torch's packed CPU kernels are a per-step loop, about 3x slower), sorted by length and
+cut into a few time segments, each run on the sequences still alive at its start, so that little of the padding
+is computed: see ``_run_padded`` and ``_segments``. Either way the results are torch's packed results to
+rounding.
 
 Extra keyword-only options (all off by default, active in ``train()``, identity in ``eval()``):
 
@@ -34,12 +36,15 @@ Extra keyword-only options (all off by default, active in ``train()``, identity 
 
 Random draws in a training forward come in this order: weight-dropout masks (``weight_hh_l0``,
 ``weight_hh_l0_reverse``, ``weight_hh_l1``, ...), the input mask, between-layer masks, the output mask.
-The between-layer masks of a variable-length batch are drawn on the padded batch by the fused engine on
-CPU and on the packed (length-sorted) batch elsewhere: the same distribution, not the same draws.
+The between-layer masks of a variable-length batch are drawn on the length-sorted padded batch by the fused
+engine on CPU and on the packed (length-sorted) batch elsewhere: the same distribution, not the same draws.
 """
 
 from __future__ import annotations
 
+import bisect
+import itertools
+import math
 import warnings
 
 import torch
@@ -71,6 +76,52 @@ _KERNELS = {
     "RNN_RELU": torch._VF.rnn_relu,
 }
 ENGINES = ("auto", "fused", "generic")
+
+# The cost model of :func:`_segments`, in row-steps (one sequence through one time step of a plain kernel).
+_STEP_COST = 4  # what a time step costs beyond its rows (per-step launches, small-matrix overheads), in rows
+_CALL_COST = 64  # what one more kernel call costs (its setup, forward and backward, the carried state)
+_REDO_COST = 1  # LSTM: what a step costs again for a sequence ending inside a call (its final c, _final_cell)
+_MAX_BOUNDARIES = 32  # candidate segment boundaries considered
+
+
+@torch.compiler.disable  # plain Python on the lengths: torch.compile runs it as it is, no graph to trace
+def _segments(lengths: list[int], redo: float = 0) -> list[tuple[int, int, int]]:
+    """Time segments for a batch with ``lengths`` sorted longest first: ``(start, stop, rows)`` tiling
+    ``[0, lengths[0])``, ``rows`` the number of sequences longer than ``start`` (a prefix of the batch).
+
+    One plain kernel call over the padded batch does ``B * T`` row-steps (one sequence through one time step)
+    where ``sum(lengths)`` are needed (twice as many at lengths uniform in [1, T]); one call per distinct
+    length does only the needed ones but pays a fixed price per call and per step. The boundaries are chosen
+    among the lengths to minimise the modelled cost ``sum((stop - start) * (rows + _STEP_COST) + _CALL_COST
+    + redo * (the steps in the segment of the sequences that end strictly inside it))`` (``redo``: the LSTM's
+    recomputed final cell state, else 0), exactly, by dynamic programming over at most ``_MAX_BOUNDARIES``
+    candidates (the distinct lengths, thinned evenly when there are more): cheap, deterministic, from the
+    lengths on CPU. Equal lengths: one segment.
+    """
+    distinct = sorted(set(lengths))
+    if len(distinct) > _MAX_BOUNDARIES:
+        distinct = [distinct[(i + 1) * len(distinct) // _MAX_BOUNDARIES - 1] for i in range(_MAX_BOUNDARIES)]
+    ascending = lengths[::-1]
+    total = [0, *itertools.accumulate(ascending)]  # total[k]: the sum of the k shortest lengths
+    points = [0, *distinct]
+    longer = [bisect.bisect_right(ascending, p) for p in points]  # the rows up to a point, then those longer
+    shorter = [bisect.bisect_left(ascending, p) for p in points]  # the rows shorter than a point
+    best = [0.0] + [math.inf] * len(distinct)  # the cheapest cost of segments tiling [0, points[j])
+    previous = [0] * len(points)
+    for j in range(1, len(points)):
+        for i in range(j):
+            start, a, b = points[i], longer[i], shorter[j]  # ascending[a:b] end strictly inside
+            inside = total[b] - total[a] - (b - a) * start if b > a else 0
+            alive = len(lengths) - a
+            cost = best[i] + (points[j] - start) * (alive + _STEP_COST) + _CALL_COST + redo * inside
+            if cost < best[j]:
+                best[j], previous[j] = cost, i
+    segments, j = [], len(points) - 1
+    while j:
+        i = previous[j]
+        segments.append((points[i], points[j], len(lengths) - longer[i]))
+        j = i
+    return segments[::-1]
 
 
 class _RecurrentLayer(torch.nn.RNNBase):
@@ -332,19 +383,27 @@ class _RecurrentLayer(torch.nn.RNNBase):
         """Variable lengths on a padded ``(T, B, F)`` batch with the plain (unpacked) fused kernels.
 
         On CPU torch's packed kernels are a per-step loop, about 3x slower than the plain ones. A forward
-        direction is causal, so padding after a sequence's end cannot change its valid outputs: one plain call
-        per layer and direction, and the final ``h`` is the output at each sequence's last valid step. The
-        reverse direction runs the same way on each sequence reversed within its length (its padding stays
-        after its end), and its outputs are put back in time order. Layers run one by one (their input is
-        both directions' outputs), with the between-layer dropout applied here. The LSTM's final ``c`` is not
-        an output: see :meth:`_final_cell`.
+        direction is causal, so padding after a sequence's end cannot change its valid outputs; the reverse
+        direction runs the same way on each sequence reversed within its length (its padding stays after its
+        end), and its outputs are put back in time order. So every sequence starts at step 0 in both
+        directions, and the batch, sorted by length (longest first), runs in the time segments of
+        :func:`_segments`: one plain call per segment on the rows still alive at its start (a prefix of the
+        sorted batch), each row's state carried into the next segment. A row's final ``h`` is its output at
+        its last valid step; the LSTM's final ``c`` is not an output: see :meth:`_final_cell`. Layers run one
+        by one (their input is both directions' outputs), with the between-layer dropout applied here (on the
+        sorted batch). Outputs past a length are whatever the kernel computed there until ``restore`` zeroes
+        them.
         """
-        kernel = _KERNELS[self.mode]
-        lengths = seq.lengths.to(data.device)  # (B,)
-        last = lengths - 1
+        order = torch.argsort(seq.lengths, descending=True, stable=True)  # CPU
+        lengths = seq.lengths[order]  # (B,) longest first
+        segments = _segments(lengths.tolist(), _REDO_COST if self.mode == "LSTM" else 0)
+        permuted = not torch.equal(order, torch.arange(seq.batch))
+        if permuted:
+            rows = order.to(data.device)
+            data, hx = data.index_select(1, rows), [h.index_select(1, rows) for h in hx]
+        last = lengths.to(data.device) - 1  # (B,)
         steps = torch.arange(seq.steps, device=data.device)[:, None]  # (T, 1)
-        flip = torch.where(seq.valid, last - steps, steps)[..., None]  # (T, B, 1): reverse within length
-        ends = last[None, :, None].expand(1, -1, self.hidden_size)  # (1, B, H)
+        flip = torch.where(steps <= last, last - steps, steps)[..., None]  # (T, B, 1): reverse within length
 
         def flipped(t: Tensor) -> Tensor:  # its own inverse
             return t.gather(0, flip.expand_as(t))
@@ -362,29 +421,64 @@ class _RecurrentLayer(torch.nn.RNNBase):
                 k = layer * self.num_directions + direction
                 w = weights[k * per_cell : (k + 1) * per_cell]
                 x = data if direction == 0 else flipped(data)
-                h0 = [h[k : k + 1] for h in hx]  # each (1, B, H)
-                h_arg = (h0[0], h0[1]) if self.mode == "LSTM" else h0[0]
-                y, *state = kernel(x, h_arg, w, self.bias, 1, 0.0, self.training, False, False)  # y (T, B, H)
-                finals[0].append(y.gather(0, ends))  # (1, B, H)
-                if self.mode == "LSTM":
-                    finals[1].append(self._final_cell(x, y, h0, state[1], w, seq.lengths))
+                y, final = self._run_segments(x, [h[k : k + 1] for h in hx], w, lengths, segments)
+                for parts, part in zip(finals, final):
+                    parts.append(part)
                 outputs.append(y if direction == 0 else flipped(y))
             data = outputs[0] if self.num_directions == 1 else torch.cat(outputs, -1)  # (T, B, D*H)
-        return data, [torch.cat(parts) for parts in finals]  # each (L*D, B, H)
+        final = [torch.cat(parts) for parts in finals]  # each (L*D, B, H)
+        if permuted:
+            back = order.argsort().to(data.device)
+            data, final = data.index_select(1, back), [f.index_select(1, back) for f in final]
+        return data, final
+
+    def _run_segments(
+        self, x: Tensor, h0: list[Tensor], w: list[Tensor], lengths: Tensor, segments: list[tuple[int, int, int]]
+    ) -> tuple[Tensor, list[Tensor]]:
+        """One layer and direction over the length-sorted batch ``x`` (T, B, F), every sequence starting at step
+        0, in the ``(start, stop, rows)`` segments of :func:`_segments`; ``h0`` each (1, B, H), ``lengths`` (B,)
+        on CPU, longest first. Returns the output (T, B, H) (0 after the last segment, arbitrary past a length
+        inside one) and the final states, each (1, B, H)."""
+        kernel = _KERNELS[self.mode]
+        batch, hidden = x.size(1), self.hidden_size
+        state, pieces = h0, []
+        finals: list[list[Tensor]] = [[] for _ in h0]
+        for i, (start, stop, rows) in enumerate(segments):
+            alive = segments[i + 1][2] if i + 1 < len(segments) else 0  # rows that go on past ``stop``
+            h = [s[:, :rows] for s in state]  # each (1, rows, H)
+            xs = x[start:stop, :rows]  # (S, rows, F)
+            h_arg = (h[0], h[1]) if self.mode == "LSTM" else h[0]
+            y, *state = kernel(xs, h_arg, w, self.bias, 1, 0.0, self.training, False, False)  # y (S, rows, H)
+            local = lengths[alive:rows] - start  # (E,) in [1, S]: the rows that end in this segment
+            ends = (local - 1).to(x.device)[None, :, None].expand(1, -1, hidden)  # (1, E, H)
+            finals[0].append(y[:, alive:].gather(0, ends))
+            if self.mode == "LSTM":
+                ended = [s[:, alive:] for s in h]
+                finals[1].append(self._final_cell(xs[:, alive:], y[:, alive:], ended, state[1][:, alive:], w, local))
+            pieces.append(F.pad(y, (0, 0, 0, batch - rows)))  # (S, B, H)
+        tail = x.size(0) - segments[-1][1]
+        if tail:
+            pieces.append(x.new_zeros(tail, batch, hidden))
+        # Rows end in the reverse order of the segments: the longest in the last one.
+        return torch.cat(pieces), [torch.cat(parts[::-1], 1) for parts in finals]
 
     def _final_cell(
         self, x: Tensor, y: Tensor, h0: list[Tensor], c_end: Tensor, w: list[Tensor], lengths: Tensor
     ) -> Tensor:
-        """The LSTM cell state after each sequence's last valid step, ``(1, B, H)``.
+        """The LSTM cell state after each sequence's last valid step, ``(1, B, H)``, from one kernel call over
+        ``x`` (S, B, F) from state ``h0`` with outputs ``y`` (S, B, H), ``lengths`` (B,) in [1, S] on CPU.
 
-        The kernel returns it only after step T (``c_end``), right for the sequences of length T. For the
+        The kernel returns it only after step S (``c_end``), right for the sequences of length S. For the
         shorter ones it is recomputed from the kernel's outputs: the gates at step t depend only on ``x_t`` and
         ``h_{t-1}`` (the output at t - 1), so i, f and g come from one matrix product over the valid steps,
-        and ``c_t = f_t c_{t-1} + i_t g_t`` is an elementwise scan. The same function of the weights and
-        inputs as the packed kernel's, so the gradients are exact too; the values agree to rounding.
+        and the scan ``c_t = f_t c_{t-1} + i_t g_t`` unrolls to ``c_{len-1} = sum_t (f_{t+1} ... f_{len-1})
+        i_t g_t + (f_0 ... f_{len-1}) c_0``: the products are exponentials of reverse cumulative sums of
+        ``log f`` (sums of terms of one sign, no cancellation), so a few elementwise operations replace a
+        loop over the steps. The same function of the weights and inputs as the packed kernel's, so the
+        gradients are exact too; the values agree to rounding.
         """
         steps, hidden = x.size(0), self.hidden_size
-        short = (lengths < steps).nonzero().flatten()  # CPU: rows that end before T
+        short = (lengths < steps).nonzero().flatten()  # CPU: rows that end before S
         if short.numel() == 0:
             return c_end
         rows = short.to(x.device)
@@ -397,13 +491,11 @@ class _RecurrentLayer(torch.nn.RNNBase):
         igf = igf + F.linear(hs[valid], w[1][: 3 * hidden], w[3][: 3 * hidden] if self.bias else None)
         gates = igf.new_zeros(span, rows.numel(), 3 * hidden).index_put((valid,), igf)  # (S, R, 3H)
         i, f, g = gates.chunk(3, -1)  # torch's gate order: input, forget, cell (then output, unused)
-        update = torch.sigmoid(i) * torch.tanh(g)
-        f = torch.sigmoid(f)
-        c, cells = h0[1][0, rows], []  # (R, H)
-        for t in range(span):
-            c = torch.addcmul(update[t], f[t], c)
-            cells.append(c)
-        c_short = torch.stack(cells)[lens - 1, torch.arange(rows.numel(), device=x.device)]  # (R, H)
+        update = torch.sigmoid(i) * torch.tanh(g)  # (S, R, H): i_t g_t, 0 past a length
+        log_f = F.logsigmoid(f).masked_fill(~valid[..., None], 0)  # (S, R, H): log f_t, 0 past a length
+        after = log_f.flip(0).cumsum(0).flip(0)  # (S, R, H): log(f_t ... f_{len-1})
+        decay = torch.cat([after[1:], torch.zeros_like(after[:1])]).exp()  # (S, R, H): f_{t+1} ... f_{len-1}
+        c_short = (decay * update).sum(0) + after[0].exp() * h0[1][0, rows]  # (R, H)
         return c_end.index_copy(1, rows, c_short[None])
 
     def _run_generic(
