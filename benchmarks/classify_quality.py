@@ -155,15 +155,15 @@ def train_lm(args: argparse.Namespace, data_dir: Path, out: Path, tmp: Path) -> 
               **(QUICK_LM if args.quick else {}), "time_budget": args.lm_minutes * 60}
     if "cell" in args.overrides:
         fields["model"] = args.overrides["cell"]
-    train = lowercased(common.data_file(data_dir, "wikitext-2", "wiki.train.tokens", what="WikiText-2 training text"),
-                       tmp)
-    valid = data_dir / "wikitext-2" / "wiki.valid.tokens"
-    valid = lowercased(valid, tmp) if valid.is_file() else valid
+    source = common.data_file(data_dir, "wikitext-2", "wiki.train.tokens", what="WikiText-2 training text")
+    train = lowercased(source, tmp)
+    valid_source = data_dir / "wikitext-2" / "wiki.valid.tokens"
+    valid = lowercased(valid_source, tmp) if valid_source.is_file() else None
     start = time.perf_counter()
     run = lm.train(out=str(out), overwrite=True, progress=sys.stderr.isatty(), train=str(train),
-                   valid=str(valid) if valid.is_file() else None, **fields)
+                   valid=str(valid) if valid else None, **fields)
     res = {"settings": fields, **how_it_went(out, time.perf_counter() - start, "loss"), "path": str(out)}
-    if valid.is_file():
+    if valid:
         res["valid"] = run.evaluate(valid)
     return res
 

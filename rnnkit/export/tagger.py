@@ -31,7 +31,6 @@ def char_features(embedding: nn.Embedding, char_lstm: nn.RNNBase, chars: Tensor,
     return per_word.view(b, t, -1)  # (B, T, 2*Hc)
 
 
-
 def word_char_input(model: nn.Module, char_lstm: nn.RNNBase | None, words: Tensor, chars: Tensor | None,
                     char_lengths: Tensor | None, real: Tensor) -> Tensor:
     """``x_t = [E_word[w_t]; c_t]`` of a :class:`~rnnkit.models.chars.WordCharInput` model (the tagger's and the
@@ -41,6 +40,7 @@ def word_char_input(model: nn.Module, char_lstm: nn.RNNBase | None, words: Tenso
     if char_lstm is None:
         return x
     return torch.cat([x, char_features(model.char_embedding, char_lstm, chars, char_lengths, real)], dim=2)
+
 
 class TaggerScores(nn.Module):
     """Emission scores of :class:`~rnnkit.models.tagger.Tagger`, with the lengths handled inside the graph.
