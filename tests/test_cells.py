@@ -1,5 +1,7 @@
 """Cells: equal to torch.nn cells and to the layer-norm equations written out here; protocol and errors."""
 
+import contextlib
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -286,3 +288,68 @@ def test_generic_layer_on_onednn_equals_it_on_f_linear(monkeypatch, mode, layer_
     assert len(on_onednn) == len(on_f_linear)
     for got, want in zip(on_onednn, on_f_linear, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+def _graph_names(tensor: torch.Tensor) -> set[str]:
+    """Names of every autograd node behind ``tensor``."""
+    seen, stack, names = set(), [tensor.grad_fn], set()
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        names.add(type(node).__name__)
+        stack.extend(next_node for next_node, _ in node.next_functions)
+    return names
+
+
+def _generic_lstm_grads(layer, x, lengths):  # noqa: ANN001, ANN202
+    layer.zero_grad()
+    out, (h, c) = layer(x, lengths=lengths)
+    (out.square().sum() + c.sum()).backward()
+    return [p.grad.clone() for p in layer.parameters()]
+
+
+def test_generic_layer_defers_recurrent_weight_gradients(monkeypatch):
+    # In the time loop each recurrent weight's products record their (gradient, input) blocks and one node
+    # multiplies them at the end (or every ROWS_ELEMENTS): the gradients equal those of the per-step
+    # products (_OneDNNLinear, as outside a loop) to float32 rounding, however often the record flushes.
+    monkeypatch.setattr(rn.cells, "ONEDNN_MIN_MACS", 0)
+    torch.manual_seed(9)
+    layer = rn.LSTM(6, 8, 2, batch_first=True, bidirectional=True, engine="generic")
+    x, lengths = torch.randn(5, 7, 6), torch.tensor([7, 2, 5, 7, 1])
+    out, _ = layer(x, lengths=lengths)
+    names = _graph_names(out)
+    assert {"_RecurrentLinearBackward", "_CollectWeightGradBackward", "_OneDNNLinearBackward"} <= names
+    deferred = _generic_lstm_grads(layer, x, lengths)
+    monkeypatch.setattr(rn.cells._WeightGradRecord, "ROWS_ELEMENTS", 3 * (32 + 8))  # a flush every 3 rows
+    flushed = _generic_lstm_grads(layer, x, lengths)
+    monkeypatch.setattr(rn.recurrent, "deferred_weight_gradients", contextlib.nullcontext)
+    per_step = _generic_lstm_grads(layer, x, lengths)
+    out, _ = layer(x, lengths=lengths)
+    assert "_RecurrentLinearBackward" not in _graph_names(out)
+    for a, b, c in zip(deferred, flushed, per_step, strict=True):
+        torch.testing.assert_close(a, c, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(b, c, rtol=1e-5, atol=1e-5)
+
+
+def test_deferred_weight_gradients_across_backward_passes(monkeypatch):
+    # retain_graph: a pass that asks only for the input's gradient leaves blocks in the records that no
+    # collecting node consumes; the next pass must not count them (it would double the weight gradient)
+    monkeypatch.setattr(rn.cells, "ONEDNN_MIN_MACS", 0)
+    torch.manual_seed(10)
+    layer = rn.GRU(4, 6, batch_first=True, engine="generic")
+    x = torch.randn(3, 5, 4, requires_grad=True)
+    out, _ = layer(x)
+    loss = out.square().sum()
+    (want,) = torch.autograd.grad(loss, [layer.weight_hh_l0], retain_graph=True)
+    torch.autograd.grad(loss, [x], retain_graph=True)  # records blocks, collects nothing
+    (again,) = torch.autograd.grad(loss, [layer.weight_hh_l0], retain_graph=True)
+    torch.testing.assert_close(again, want, rtol=0, atol=0)
+    loss.backward(retain_graph=True)
+    loss.backward()  # two passes accumulate into .grad: twice the gradient
+    torch.testing.assert_close(layer.weight_hh_l0.grad, 2 * want, rtol=1e-6, atol=1e-6)
+    monkeypatch.setattr(rn.recurrent, "deferred_weight_gradients", contextlib.nullcontext)
+    out, _ = layer(x)
+    (plain,) = torch.autograd.grad(out.square().sum(), [layer.weight_hh_l0])
+    torch.testing.assert_close(want, plain, rtol=1e-5, atol=1e-5)

@@ -26,7 +26,14 @@ from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from rnnkit.errors import ShapeError
-from rnnkit.nn.cells import State, check_state_like, map_state, state_argument, state_parts
+from rnnkit.nn.cells import (
+    State,
+    check_state_like,
+    deferred_weight_gradients,
+    map_state,
+    state_argument,
+    state_parts,
+)
 from rnnkit.nn.dropout import check_probability, locked_dropout_mask, weight_drop
 
 
@@ -52,8 +59,21 @@ def scan(cell: torch.nn.Module, projected: Sequence[Tensor], state: State, batch
     Returns:
         ``(outputs, final)``: per step the outputs ``(batch_sizes[t], H)`` in time order, and each sequence's
         state after its last processed step (rows as in ``state``).
+
+    The loop runs in :func:`rnnkit.nn.cells.deferred_weight_gradients`: the weight gradient of a product the
+    cell makes with :func:`rnnkit.nn.cells.linear` at every step comes from a few large products in backward.
     """
-    step = cell.step
+    with deferred_weight_gradients():
+        return _scan(cell.step, projected, state, batch_sizes, reverse)
+
+
+def _scan(
+    step: Callable[[Tensor, State], tuple[Tensor, State]],
+    projected: Sequence[Tensor],
+    state: State,
+    batch_sizes: Sequence[int],
+    reverse: bool,
+) -> tuple[list[Tensor], State]:
     steps = len(projected)
     outputs: list[Tensor] = [projected[0]] * steps
     if not reverse:
