@@ -244,3 +244,63 @@ def test_bad_construction_raises():
         rn.LSTM(3, 4, input_dropout=-0.1)
     with pytest.raises(ValueError, match="nonlinearity must be 'tanh' or 'relu'"):
         rn.RNN(3, 4, nonlinearity="gelu")
+
+
+def test_variational_layer_flattens_one_cudnn_buffer_per_layer(monkeypatch):
+    # With locked dropout between layers the fused kernels run one layer at a time; on GPU each layer's
+    # weights must then be a cuDNN buffer of their own (a later layer's weights part-way into a whole-stack
+    # buffer make cuDNN copy them at every call). Off CUDA flattening is a no-op, so the cuDNN calls are
+    # recorded here instead: one per layer, with that layer's weights, input size and both directions.
+    calls = []
+
+    def record(weights, arrays, input_size, mode, hidden, proj, layers, batch_first, bidirectional):  # noqa: ANN001, ANN202
+        calls.append(([id(w) for w in weights], arrays, input_size, mode, hidden, proj, layers, bidirectional))
+
+    monkeypatch.setattr(torch, "_cudnn_rnn_flatten_weight", record)
+    monkeypatch.setattr(rn.layers, "_cudnn_flattenable", lambda weights, names: True)
+    import torch.backends.cudnn.rnn as cudnn_rnn
+
+    monkeypatch.setattr(cudnn_rnn, "get_cudnn_mode", lambda mode: mode)  # needs cuDNN's bindings otherwise
+    layer = rn.LSTM(3, 5, 3, bidirectional=True, dropout=0.2, variational_dropout=True)
+    assert layer.runs_per_layer
+    calls.clear()
+    layer.flatten_parameters()
+    params = dict(layer.named_parameters())
+    want = []
+    for index, size in enumerate((3, 10, 10)):
+        names = [f"{kind}_l{index}{suffix}" for suffix in ("", "_reverse")
+                 for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+        want.append(([id(params[n]) for n in names], 4, size, "LSTM", 5, 0, 1, True))
+    assert calls == want
+    for kwargs in ({"dropout": 0.2}, {"dropout": 0.0, "variational_dropout": True}):  # one whole-stack call
+        other = rn.LSTM(3, 5, 3, bidirectional=True, **kwargs)
+        assert not other.runs_per_layer
+        monkeypatch.setattr(torch.nn.RNNBase, "flatten_parameters", lambda self: calls.append("torch.nn"))
+        calls.clear()
+        other.flatten_parameters()
+        assert calls == ["torch.nn"]
+
+
+def test_variational_layer_runs_its_kernels_per_layer_in_training(monkeypatch):
+    # in training one kernel call per layer (the locked mask goes between them); in evaluation on CPU one call
+    # for the stack, with the same outputs as the per-layer calls without dropout
+    counted = []
+    kernel = rn.layers._KERNELS["GRU"]
+    monkeypatch.setitem(rn.layers._KERNELS, "GRU", lambda *args: counted.append(1) or kernel(*args))
+    torch.manual_seed(11)
+    layer = rn.GRU(4, 6, 3, batch_first=True, dropout=0.3, variational_dropout=True)
+    x = torch.randn(2, 5, 4)
+    layer.train()
+    layer(x)
+    assert len(counted) == 3
+    counted.clear()
+    layer.eval()
+    whole, _ = layer(x)
+    assert len(counted) == 1
+    layer.train()
+    layer.dropout = 0.0  # per-layer calls without dropout: the same outputs as the stack's call
+    monkeypatch.setattr(type(layer), "runs_per_layer", property(lambda self: True))
+    counted.clear()
+    per_layer, _ = layer(x)
+    assert len(counted) == 3
+    torch.testing.assert_close(per_layer, whole, rtol=1e-6, atol=1e-6)

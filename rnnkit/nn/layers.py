@@ -29,7 +29,8 @@ Extra keyword-only options (all off by default, active in ``train()``, identity 
 * ``input_dropout=p`` / ``output_dropout=p``: locked dropout on the layer's input / last layer's output
   features: one mask per sequence and feature, constant over time.
 * ``variational_dropout=True``: the between-layer ``dropout`` uses one mask per sequence and feature,
-  constant over time, instead of torch's fresh mask per element (the fused engine then runs layer by layer).
+  constant over time, instead of torch's fresh mask per element (the fused engine then runs layer by layer;
+  on GPU in evaluation too, with each layer's weights in a cuDNN buffer of their own).
 * ``layer_norm=True`` (LSTM and GRU): :class:`~rnnkit.nn.cells.LayerNormLSTMCell` /
   :class:`~rnnkit.nn.cells.LayerNormGRUCell` per layer; extra parameters ``ln_ih_weight_l0``,
   ``ln_ih_bias_l0``, ``ln_hh_weight_l0``, ... (LSTM also ``ln_cell_*``); generic engine only.
@@ -65,6 +66,18 @@ from rnnkit.nn.dropout import check_probability, weight_drop
 from rnnkit.nn.recurrent import CellStack, SequenceBatch, check_sequence_input, run_unbatched
 
 State = Tensor | tuple[Tensor, Tensor]
+
+
+def _cudnn_flattenable(weights: list, names: int) -> bool:
+    """torch.nn's conditions for flattening: every weight there, CUDA tensors of one dtype that cuDNN accepts,
+    none aliasing another, and flattening enabled."""
+    if len(weights) != names or not all(isinstance(w, Tensor) for w in weights):
+        return False
+    dtype = weights[0].dtype
+    if not all(w.dtype == dtype and w.is_cuda and torch.backends.cudnn.is_acceptable(w) for w in weights):
+        return False
+    return len({w.data_ptr() for w in weights}) == len(weights) and torch._use_cudnn_rnn_flatten_weight()
+
 
 # torch.compile runs torch.nn.LSTM's kernel outside the graph (Dynamo refuses to trace torch.nn RNN modules);
 # traced inside one, the LSTM kernel's backward breaks AOTAutograd in torch 2.13 ("expected all
@@ -178,6 +191,41 @@ class _RecurrentLayer(torch.nn.RNNBase):
                         value = torch.ones if pname.endswith("_weight") else torch.zeros
                         tensor = value(param.shape, device=device, dtype=dtype)
                         self.register_parameter(f"{pname}_l{layer}{suffix}", torch.nn.Parameter(tensor))
+        self.flatten_parameters()  # torch.nn flattened before the dropout settings were known
+
+    @property
+    def runs_per_layer(self) -> bool:
+        """Whether the fused kernels run one layer at a time: locked (variational) dropout between layers
+        needs each layer's output. On GPU the layers then run one at a time in evaluation too, each layer's
+        weights in a cuDNN buffer of their own (see :meth:`flatten_parameters`)."""
+        return getattr(self, "variational_dropout", False) and self.dropout > 0 and self.num_layers > 1
+
+    def flatten_parameters(self) -> None:
+        """torch.nn's ``flatten_parameters``, and a cuDNN weight buffer per layer when :attr:`runs_per_layer`.
+
+        cuDNN finds a call's weights in one chunk only if they lie in the buffer's storage from its start in
+        its own layout; a layer after the first, called alone, starts part-way into a whole-stack buffer, so
+        cuDNN would copy its weights at every call (and warn "RNN module weights are not part of single
+        contiguous chunk of memory"). Flattening each layer on its own gives every per-layer call its chunk.
+        A no-op off CUDA, as torch.nn's.
+        """
+        weights = self._flat_weights
+        if not self.runs_per_layer or not _cudnn_flattenable(weights, len(self._flat_weights_names)):
+            super().flatten_parameters()
+            return
+        import torch.backends.cudnn.rnn as cudnn_rnn
+
+        per_layer = len(weights) // self.num_layers
+        arrays = 4 if self.bias else 2
+        arrays += 1 if self.proj_size else 0
+        with torch.cuda.device_of(weights[0]), torch.no_grad():
+            for layer in range(self.num_layers):
+                size = self.input_size if layer == 0 else self.num_directions * (self.proj_size or self.hidden_size)
+                torch._cudnn_rnn_flatten_weight(
+                    weights[layer * per_layer : (layer + 1) * per_layer], arrays, size,
+                    cudnn_rnn.get_cudnn_mode(self.mode), self.hidden_size, self.proj_size, 1, self.batch_first,
+                    bool(self.bidirectional),
+                )
 
     @property
     def num_directions(self) -> int:
@@ -364,13 +412,13 @@ class _RecurrentLayer(torch.nn.RNNBase):
 
         if seq.lengths is not None:
             return self._run_padded(data, seq, hx, weights)
-        if not (self.variational_dropout and self.training and self.dropout > 0 and self.num_layers > 1):
+        if not (self.runs_per_layer and (self.training or data.is_cuda)):
             return call(data, hx, weights, self.num_layers, float(self.dropout))
         per_layer = len(weights) // self.num_layers
         rows = self.num_directions
         finals = []
         for layer in range(self.num_layers):
-            if layer:
+            if layer and self.training:
                 data = seq.locked_dropout(data, self.dropout)
             w = weights[layer * per_layer : (layer + 1) * per_layer]
             data, final = call(data, [h[layer * rows : (layer + 1) * rows] for h in hx], w, 1, 0.0)
