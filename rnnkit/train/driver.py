@@ -455,7 +455,9 @@ def keep_freed_blocks() -> bool:
     activations, the output layer's logits) pays a page fault for every 4 KiB of them, every step. Measured
     (2 cores, 2026-11-30): the default ``rnnkit lm train`` went from 36-38k to 64k tokens/s, and the fused
     LSTM layer at H 512, B 32 from about 25k to 31-32k; that kernel took 225k page faults a step at T 256.
-    The cost: the process keeps its peak heap instead of returning freed memory to the system. It is a
+    The cost: the process keeps its peak heap instead of returning freed memory to the system (the default
+    ``rnnkit lm train``: peak RSS 809 MiB against 598; a 256 MiB trim threshold gave 61.7k tokens/s and
+    821 MiB, glibc's own trim threshold 52.5k and 727 MiB, so freed memory is kept up to 1 GiB). It is a
     process-wide setting that glibc cannot read back, applied by :meth:`TaskDriver.train` and ``resume``
     and kept for the rest of the process. Returns False (and does nothing) off glibc.
     """
