@@ -244,6 +244,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     device = common.setup(args.threads, args.device, args.seed)
     result: dict[str, Any] = {"benchmark": "cells", "quick": args.quick,
                               "machine": common.machine_info(device, args.threads)}
+    result["machine"]["freed_blocks_kept"] = common.as_in_training()  # glibc's allocator as in a training run
     if "throughput" in args.part:
         rows = throughput(args, device)
         print(f"\nTraining tokens/s (forward + backward), T={args.length}, B={args.batch}, device {device}:\n")

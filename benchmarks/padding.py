@@ -228,8 +228,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         args.steps, args.windows, args.layer_size = 3, 1, [4, 6, 8]
     common.setup(args.threads, args.device)
     info = common.machine_info(args.device, args.threads)
+    info["freed_blocks_kept"] = common.as_in_training()
     print(f"torch {info['torch']}, {info['cpu_count']} CPUs, {args.threads} threads, device {args.device}, "
-          f"{info['date']}; {args.steps} steps x {args.windows} windows per setting", flush=True)
+          f"{info['date']}; {args.steps} steps x {args.windows} windows per setting; freed blocks kept as in "
+          f"training: {info['freed_blocks_kept']}", flush=True)
     tmp = Path(tempfile.mkdtemp(prefix="rnnkit-padding-"))
     halves = {"tagging": tagging_half, "seq2seq": seq2seq_half, "layers": layers_half}
     rows: list[dict[str, Any]] = []
