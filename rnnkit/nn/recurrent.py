@@ -11,10 +11,10 @@ almost all matrix products (the input projection, then per step the recurrent pr
 input gradient, and the weight gradients); the built-in cells run them on oneDNN through
 :func:`rnnkit.nn.cells.linear`, as torch's fused LSTM kernel does, and the recurrent weight's gradient is
 formed from a few large products after the loop's backward instead of one small product per step
-(:func:`rnnkit.nn.cells.deferred_weight_gradients`). The loop then trains at about 0.7-0.9x that kernel's
+(:func:`rnnkit.nn.cells.deferred_weight_gradients`). The loop then trains at about 0.7-0.88x that kernel's
 speed at hidden 512 (2 threads, ``benchmarks/layers.py``, with training's allocator setting; 0.8-1.05x with
-glibc's defaults, whose page faults slow the kernel more) and 0.9x at hidden 1024 (``benchmarks/cells.py``);
-at hidden 128 the per-step Python and autograd overhead dominates (0.3-0.4x). TorchScript is not used: the
+glibc's defaults, whose page faults slow the kernel more); at hidden 128 the per-step Python and autograd
+overhead dominates (0.3-0.4x). TorchScript is not used: the
 per-step work is a handful of ATen calls whose autograd graph scripting does not shrink on CPU. On GPU the
 loop is launch-bound (about 0.1x cuDNN), which is why the layers use the fused kernels wherever they can.
 """
