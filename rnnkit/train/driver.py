@@ -458,7 +458,7 @@ def keep_freed_blocks() -> bool:
     The cost: the process keeps its peak heap instead of returning freed memory to the system (the default
     ``rnnkit lm train``: peak RSS 809 MiB against 598; a 256 MiB trim threshold gave 61.7k tokens/s and
     821 MiB, glibc's own trim threshold 52.5k and 727 MiB, so freed memory is kept up to 1 GiB). It is a
-    process-wide setting that glibc cannot read back, applied by :meth:`TaskDriver.train` and ``resume``
+    process-wide setting that glibc cannot read back, applied by :meth:`Driver.train` and :meth:`Driver.resume`
     and kept for the rest of the process. Returns False (and does nothing) off glibc.
     """
     if not sys.platform.startswith("linux"):
