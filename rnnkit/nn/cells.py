@@ -60,27 +60,35 @@ def _onednn_mm(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Ten
 
 
 class _OneDNNLinear(torch.autograd.Function):
-    """``F.linear`` on 2-D float32 CPU tensors with the forward and both backward products by oneDNN."""
+    """``F.linear`` on 2-D float32 CPU tensors with the forward and both backward products by oneDNN.
+
+    With a ``record`` (a :class:`_WeightGradRecord`, in a time loop) the weight gradient goes to the record,
+    which returns it through the weight's :class:`_CollectWeightGrad` node, instead of being returned here.
+    """
 
     @staticmethod
-    def forward(input: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    def forward(input: Tensor, weight: Tensor, bias: Tensor | None, record: _WeightGradRecord | None) -> Tensor:
         return _onednn_mm(input, weight, bias)  # (N, M)
 
     @staticmethod
     def setup_context(ctx, inputs, output) -> None:  # noqa: ANN001
-        input, weight, bias = inputs
+        input, weight, bias, ctx.record = inputs
         ctx.save_for_backward(input, weight)
         ctx.has_bias = bias is not None
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None]:  # noqa: ANN001
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None, None]:  # noqa: ANN001
         input, weight = ctx.saved_tensors
-        needs_input, needs_weight, needs_bias = ctx.needs_input_grad
+        needs_input, needs_weight, needs_bias, _ = ctx.needs_input_grad
         grad_input = _onednn_mm(grad, weight.t()) if needs_input else None  # (N, K)
-        grad_weight = _weight_grad(grad, input) if needs_weight else None  # (M, K)
+        grad_weight = None
+        if needs_weight and ctx.record is not None:
+            ctx.record.add(grad, input)
+        elif needs_weight:
+            grad_weight = _weight_grad(grad, input)  # (M, K)
         grad_bias = grad.sum(0) if ctx.has_bias and needs_bias else None  # (M,)
-        return grad_input, grad_weight, grad_bias
+        return grad_input, grad_weight, grad_bias, None
 
 
 def _weight_grad(grad: Tensor, input: Tensor) -> Tensor:
@@ -112,7 +120,7 @@ class _WeightGradRecord:
         self.grads: list[Tensor] = []
         self.inputs: list[Tensor] = []
         self.elements = 0
-        self.total: Tensor | None = None  # (K, M): the transposed gradient so far
+        self.total: Tensor | None = None  # (M, K): the gradient so far
         self.task: int | None = None  # the backward pass the blocks belong to
 
     def _in_this_pass(self) -> bool:
@@ -135,9 +143,8 @@ class _WeightGradRecord:
     def _flush(self) -> None:
         if not self.grads:
             return
-        grads, inputs = _rows(self.grads), _rows(self.inputs)  # (R, M), (R, K)
+        part = _weight_grad(_rows(self.grads), _rows(self.inputs))  # (M, K) from (R, M) and (R, K)
         self.grads, self.inputs, self.elements = [], [], 0
-        part = _onednn_mm(inputs.t(), grads.t())  # (K, M)
         self.total = part if self.total is None else self.total.add_(part)
 
     def result(self) -> Tensor | None:
@@ -146,7 +153,7 @@ class _WeightGradRecord:
             return None
         self._flush()
         total, self.total, self.task = self.total, None, None
-        return None if total is None else total.t()
+        return total
 
 
 def _rows(blocks: list[Tensor]) -> Tensor:
@@ -176,31 +183,6 @@ class _CollectWeightGrad(torch.autograd.Function):
         if grad is None:
             return deferred, None
         return grad if deferred is None else grad + deferred, None
-
-
-class _RecurrentLinear(torch.autograd.Function):
-    """:class:`_OneDNNLinear` whose weight gradient goes to a record instead of being returned."""
-
-    @staticmethod
-    def forward(input: Tensor, weight: Tensor, bias: Tensor | None, record: _WeightGradRecord) -> Tensor:
-        return _onednn_mm(input, weight, bias)  # (N, M)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output) -> None:  # noqa: ANN001
-        input, weight, bias, ctx.record = inputs
-        ctx.save_for_backward(input, weight)
-        ctx.has_bias = bias is not None
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, None, Tensor | None, None]:  # noqa: ANN001
-        input, weight = ctx.saved_tensors
-        needs_input, needs_weight, needs_bias, _ = ctx.needs_input_grad
-        grad_input = _onednn_mm(grad, weight.t()) if needs_input else None  # (N, K)
-        if needs_weight:
-            ctx.record.add(grad, input)
-        grad_bias = grad.sum(0) if ctx.has_bias and needs_bias else None  # (M,)
-        return grad_input, None, grad_bias, None
 
 
 class _Deferral(threading.local):
@@ -266,8 +248,8 @@ def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
         deferred = _deferred_weight(weight)
         if deferred is not None:
             proxy, record = deferred
-            return _RecurrentLinear.apply(input, proxy, bias, record)
-        return _OneDNNLinear.apply(input, weight, bias)
+            return _OneDNNLinear.apply(input, proxy, bias, record)
+        return _OneDNNLinear.apply(input, weight, bias, None)
     return F.linear(input, weight, bias)
 
 
