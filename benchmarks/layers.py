@@ -30,7 +30,7 @@ except ImportError:  # run from a checkout without installing: python benchmarks
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     import rnnkit.nn as rn
-from rnnkit.train.driver import keep_freed_blocks  # noqa: E402
+import common  # noqa: E402  (benchmarks/, on the path when run as a script)
 
 IMPLS = ("torch.nn", "fused", "generic")
 
@@ -107,7 +107,7 @@ def main() -> None:
         parser.error("--threads and --windows must be >= 1 and --window > 0")
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    kept = keep_freed_blocks()  # glibc's allocator as in a training run (its page faults slow the fused kernel)
+    kept = common.as_in_training()  # glibc's allocator as in a training run (its page faults slow the fused kernel)
     if args.quick:
         args.windows, args.window = min(args.windows, 3), min(args.window, 0.05)
         grid = [(32, 4)]
