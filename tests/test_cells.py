@@ -353,3 +353,47 @@ def test_deferred_weight_gradients_across_backward_passes(monkeypatch):
     out, _ = layer(x)
     (plain,) = torch.autograd.grad(out.square().sum(), [layer.weight_hh_l0])
     torch.testing.assert_close(want, plain, rtol=1e-5, atol=1e-5)
+
+
+def test_time_loop_lays_out_its_recurrent_weight_once(monkeypatch):
+    # From a weight's second use in a time loop, its forward products use one copy laid out by oneDNN and its
+    # backward products one of its transpose, made once per backward pass; a one-step loop lays out nothing.
+    # Values and gradients equal the plain products' to float32 rounding.
+    assert rn.cells._ONEDNN_PACK is not None  # torch's CPU build has oneDNN
+    monkeypatch.setattr(rn.cells, "ONEDNN_MIN_MACS", 0)
+    pack, calls = rn.cells._ONEDNN_PACK, []
+
+    def counted(weight, batch):  # noqa: ANN001, ANN202
+        calls.append(tuple(weight.shape))
+        return pack(weight, batch)
+
+    monkeypatch.setattr(rn.cells, "_ONEDNN_PACK", counted)
+    torch.manual_seed(11)
+    layer = rn.GRU(6, 8, batch_first=True, engine="generic")
+    x = torch.randn(4, 5, 6, requires_grad=True)
+    leaves = [x, *layer.parameters()]
+    out, h = layer(x)
+    assert calls == [(24, 8)]  # weight_hh (3H, H), at the second step
+    loss = out.square().sum() + h.sum()
+    grads = torch.autograd.grad(loss, leaves, retain_graph=True)
+    assert calls == [(24, 8), (8, 24)]  # its transpose, for the input gradients
+    again = torch.autograd.grad(loss, leaves)
+    assert calls == [(24, 8), (8, 24), (8, 24)]  # a new pass lays it out again
+    for a, b in zip(grads, again, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+    monkeypatch.setattr(rn.cells, "_ONEDNN_PACK", None)
+    plain_out, plain_h = layer(x)
+    plain = torch.autograd.grad(plain_out.square().sum() + plain_h.sum(), leaves)
+    torch.testing.assert_close(out, plain_out, rtol=1e-5, atol=1e-6)
+    for a, b in zip(grads, plain, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+    monkeypatch.setattr(rn.cells, "_ONEDNN_PACK", counted)
+    calls.clear()
+    one_step, _ = layer(x[:, :1])
+    one_step.sum().backward()
+    assert calls == []
+    with torch.no_grad():  # inference packs too (no record, no backward)
+        layer(x)
+    assert calls == [(24, 8)]
