@@ -397,3 +397,25 @@ def test_time_loop_lays_out_its_recurrent_weight_once(monkeypatch):
     with torch.no_grad():  # inference packs too (no record, no backward)
         layer(x)
     assert calls == [(24, 8)]
+
+
+def test_cells_work_under_torch_func_transforms(monkeypatch):
+    # torch.func.vmap over a cell (per-sample gradients, ensembles) failed on the oneDNN path ("does not have
+    # vmap support"); under torch.func transforms linear is F.linear, so vmap and grad give F.linear's results
+    monkeypatch.setattr(rn.cells, "ONEDNN_MIN_MACS", 0)
+    torch.manual_seed(12)
+    cell = rn.LSTMCell(3, 4)
+    x = torch.randn(5, 3)
+    params = dict(cell.named_parameters())
+
+    def loss(p: dict, row: torch.Tensor) -> torch.Tensor:
+        out, _ = torch.func.functional_call(cell, p, (row[None],))
+        return out.square().sum()
+
+    per_sample = torch.func.vmap(torch.func.grad(loss), in_dims=(None, 0))(params, x)
+    for i in range(5):
+        expected = torch.autograd.grad(loss(params, x[i]), list(params.values()))
+        for name, e in zip(params, expected, strict=True):
+            torch.testing.assert_close(per_sample[name][i], e, rtol=1e-5, atol=1e-6)
+    outs = torch.func.vmap(lambda row: cell(row[None])[0][0])(x)
+    torch.testing.assert_close(outs, cell(x)[0], rtol=1e-5, atol=1e-6)

@@ -70,15 +70,15 @@ class _OneDNNLinear(torch.autograd.Function):
     :class:`_CollectWeightGrad` node, instead of being returned here.
     """
 
+    # forward(ctx, ...) rather than forward + setup_context: a time loop calls it at every step, and the
+    # split form cost about 10 us more a call (torch.func transforms, which need it, take F.linear instead).
     @staticmethod
-    def forward(input: Tensor, weight: Tensor, bias: Tensor | None, loop: _LoopWeight | None) -> Tensor:
-        return _onednn_mm(input, weight if loop is None else loop.forward_weight(input), bias)  # (N, M)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output) -> None:  # noqa: ANN001
-        input, weight, bias, ctx.loop = inputs
+    def forward(  # noqa: ANN205
+        ctx, input: Tensor, weight: Tensor, bias: Tensor | None, loop: _LoopWeight | None  # noqa: ANN001
+    ):
+        ctx.loop, ctx.has_bias = loop, bias is not None
         ctx.save_for_backward(input, weight)
-        ctx.has_bias = bias is not None
+        return _onednn_mm(input, weight if loop is None else loop.forward_weight(input), bias)  # (N, M)
 
     @staticmethod
     @once_differentiable
@@ -109,6 +109,7 @@ def _weight_grad(grad: Tensor, input: Tensor) -> Tensor:
 
 
 _graph_task_id = getattr(torch._C, "_current_graph_task_id", lambda: 0)  # which backward pass is running
+_functorch_active = getattr(torch._C, "_are_functorch_transforms_active", lambda: False)  # vmap, grad, ...
 
 
 class _WeightGradRecord:
@@ -287,7 +288,7 @@ def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     project's AMD EPYC machine MKL's sgemm ran a (64, 512) x (512, 2048) product at about 0.4x oneDNN's
     speed). The result equals ``F.linear``'s to rounding. Any other case (a product of fewer than
     ``ONEDNN_MIN_MACS`` multiply-adds, another dtype or device, input not 2-D, a bias not 1-D, autocast,
-    torch.compile/export tracing, a torch without oneDNN) is ``F.linear`` itself.
+    torch.compile/export tracing, torch.func transforms, a torch without oneDNN) is ``F.linear`` itself.
     """
     if (
         _ONEDNN_LINEAR is not None
@@ -298,6 +299,7 @@ def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
         and (bias is None or (bias.dim() == 1 and bias.dtype == torch.float32 and bias.device.type == "cpu"))
         and not torch.is_autocast_enabled("cpu")
         and not torch.compiler.is_compiling()
+        and not _functorch_active()
     ):
         loop = _loop_weight(weight)
         return _OneDNNLinear.apply(input, weight if loop is None else loop.proxy, bias, loop)
