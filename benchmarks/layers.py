@@ -6,9 +6,12 @@ tokens/s of ``torch.nn.<LSTM|GRU>``, ``rnnkit.nn.<LSTM|GRU>`` (fused engine) and
 implementation in turn (the order rotates per window) for ``--window`` seconds; we report the median and range
 over windows and the ratio to torch.nn (ratio of medians, and the range of the per-window paired ratios).
 Targets: fused >= 0.95x torch.nn; generic LSTM >= 0.9x the fused engine at hidden 512 (ratio of medians).
-The last line is JSON.
+The input does not need its gradient unless ``--input-grad``: the fused kernels compute it anyway, the generic
+engine only when asked, so the default favours the generic engine over a layer inside a model. The last line
+is JSON.
 
     python benchmarks/layers.py                 # full run (a few minutes; use a quiet machine)
+    python benchmarks/layers.py --input-grad    # the input needs its gradient (a layer inside a model)
     python benchmarks/layers.py --quick         # smoke run, tiny sizes
 """
 
@@ -68,7 +71,7 @@ def window(layer: torch.nn.Module, x: torch.Tensor, seconds: float, device: torc
 
 def measure(mode: str, hidden: int, batch: int, length: int, args: argparse.Namespace, device: torch.device) -> dict:
     layers = build(mode, hidden, device)
-    x = torch.randn(batch, length, hidden, device=device)
+    x = torch.randn(batch, length, hidden, device=device, requires_grad=args.input_grad)
     for layer in layers.values():  # warm-up (allocator, oneDNN primitives, cuDNN plans)
         for _ in range(2):
             train_step(layer, x)
@@ -99,6 +102,9 @@ def main() -> None:
     parser.add_argument("--windows", type=int, default=7, help="alternating windows per configuration (default 7)")
     parser.add_argument("--window", type=float, default=1.0, help="seconds per implementation per window")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    parser.add_argument("--input-grad", action="store_true",
+                        help="the input needs its gradient, as for any layer above an embedding or another layer "
+                             "(default: not; the fused kernels compute it anyway, the generic engine only if asked)")
     parser.add_argument("--modes", nargs="+", default=["LSTM", "GRU"], choices=["LSTM", "GRU"])
     parser.add_argument("--hidden", nargs="+", type=int, default=[128, 512], help="hidden sizes (default 128 512)")
     parser.add_argument("--batch", nargs="+", type=int, default=[32, 64], help="batch sizes (default 32 64)")
@@ -120,7 +126,7 @@ def main() -> None:
         f"torch {torch.__version__}, {platform.processor() or platform.machine()}, device {device}, "
         f"threads {args.threads}, mkldnn {torch.backends.mkldnn.is_available()}, "
         f"{args.windows} windows x {args.window}s, training tokens/s (forward + backward), freed blocks kept as "
-        f"in training: {kept}"
+        f"in training: {kept}, input needs its gradient: {args.input_grad}"
     )
     header = f"{'layer':5} {'H':>4} {'B':>3} {'impl':9} {'median':>10} {'range':>21} {'ratio':>6} {'ratio range':>13}"
     print(header)
@@ -149,7 +155,8 @@ def main() -> None:
     print(json.dumps({
         "benchmark": "rnnkit.nn layers training throughput",
         "torch": torch.__version__, "device": str(device), "threads": args.threads, "quick": args.quick,
-        "freed_blocks_kept": kept, "windows": args.windows, "window_s": args.window, "results": results,
+        "freed_blocks_kept": kept, "input_grad": args.input_grad, "windows": args.windows, "window_s": args.window,
+        "results": results,
         "targets_met": targets,
     }))
 
