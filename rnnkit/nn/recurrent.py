@@ -9,14 +9,17 @@ Each cell's input projection runs on all time steps at once; the Python loop onl
 (for LSTM: one matrix product and the pointwise gates per step). On CPU at hidden 512 a training step is
 almost all matrix products (the input projection, then per step the recurrent product and, in backward, its
 input gradient, and the weight gradients); the built-in cells run them on oneDNN through
-:func:`rnnkit.nn.cells.linear`, as torch's fused LSTM kernel does, and the recurrent weight's gradient is
-formed from a few large products after the loop's backward instead of one small product per step
-(:func:`rnnkit.nn.cells.deferred_weight_gradients`). The loop then trains at about 0.7-0.88x that kernel's
-speed at hidden 512 (2 threads, ``benchmarks/layers.py``, with training's allocator setting; 0.8-1.05x with
-glibc's defaults, whose page faults slow the kernel more); at hidden 128 the per-step Python and autograd
-overhead dominates (0.3-0.4x). TorchScript is not used: the
-per-step work is a handful of ATen calls whose autograd graph scripting does not shrink on CPU. On GPU the
-loop is launch-bound (about 0.1x cuDNN), which is why the layers use the fused kernels wherever they can.
+:func:`rnnkit.nn.cells.linear`, as torch's fused LSTM kernel does, with the recurrent weight laid out for
+oneDNN once per loop rather than at every product, and the recurrent weight's gradient is formed from a few
+large products after the loop's backward instead of one small product per step
+(:func:`rnnkit.nn.cells.deferred_weight_gradients`). The loop then trains at about 0.8-0.87x that kernel's
+speed at hidden 512 when the layer's input needs no gradient and 0.69-0.75x when it does (the fused kernel
+computes that gradient either way), at batch 32-64 (2 threads, ``benchmarks/layers.py``, with training's
+allocator setting); at hidden 128 the per-step Python and autograd overhead dominates (0.3-0.4x).
+TorchScript is not used: the per-step work is a handful of ATen calls whose autograd graph scripting does not
+shrink on CPU; nor is torch.compile (a compiled LSTM update step: 152 against 165 us forward + backward at
+batch 32, hidden 512; a compiled 64-step loop: 2.5x slower than torch's kernel). On GPU the loop is
+launch-bound (about 0.1x cuDNN), which is why the layers use the fused kernels wherever they can.
 """
 
 from __future__ import annotations
