@@ -16,8 +16,8 @@ A cell is a ``torch.nn.Module`` that computes one time step. Anything with this 
 
 A cell's matrix products should call :func:`linear` (``F.linear``'s arguments) rather than ``@`` or
 ``F.linear``: on CPU in float32 it runs the large ones, and their gradients, on oneDNN as the fused LSTM
-kernel does, and in the generic engine's time loop the gradient of a weight used at every step comes from a
-few large products after the loop's backward (:func:`deferred_weight_gradients`).
+kernel does, and in the generic engine's time loop a weight used at every step is laid out for oneDNN once
+and its gradient comes from a few large products after the loop's backward (:func:`deferred_weight_gradients`).
 
 ``cell(input, state=None)`` runs one step on raw input: ``step(project_input(input), state)``; as with torch.nn
 cells, ``input`` may be unbatched ``(H_in,)`` (with a state of ``(S,)`` tensors) and the state may be passed as
