@@ -510,6 +510,9 @@ class _RecurrentLayer(torch.nn.RNNBase):
         # Rows end in the reverse order of the segments: the longest in the last one.
         return torch.cat(pieces), [torch.cat(parts[::-1], 1) for parts in finals]
 
+    # Data-dependent shapes (the rows that end early, boolean-mask indexing): torch.compile runs it eagerly
+    # rather than breaking the graph inside it and failing to trace the backward of the masked products.
+    @torch.compiler.disable
     def _final_cell(
         self, x: Tensor, y: Tensor, h0: list[Tensor], c_end: Tensor, w: list[Tensor], lengths: Tensor
     ) -> Tensor:
