@@ -12,7 +12,7 @@ input gradient, and the weight gradients); the built-in cells run them on oneDNN
 :func:`rnnkit.nn.cells.linear`, as torch's fused LSTM kernel does, with the recurrent weight laid out for
 oneDNN once per loop rather than at every product, and the recurrent weight's gradient is formed from a few
 large products after the loop's backward instead of one small product per step
-(:func:`rnnkit.nn.cells.deferred_weight_gradients`). The loop then trains at about 0.8-0.87x that kernel's
+(:func:`rnnkit.nn.cells.deferred_weight_gradients`). The loop then trains at about 0.80-0.88x that kernel's
 speed at hidden 512 when the layer's input needs no gradient and 0.69-0.75x when it does (the fused kernel
 computes that gradient either way), at batch 32-64 (2 threads, ``benchmarks/layers.py``, with training's
 allocator setting); at hidden 128 the per-step Python and autograd overhead dominates (0.3-0.4x).
