@@ -1,6 +1,7 @@
 """GPU check and throughput: rnnkit on CUDA against the plain-PyTorch reference on the same card.
 
     python benchmarks/gpu.py            # needs a CUDA device; prints a table and one JSON line
+    python benchmarks/gpu.py --device cpu --quick   # smoke run of the same code on tiny sizes (tests use it)
 
 1. Exactness: rnnkit.nn.LSTM (fused -> cuDNN) equals torch.nn.LSTM with the same weights, with lengths.
 2. Training tokens/s of the plain reference loop and of rnnkit's LanguageModel driven through LMTask and
@@ -54,8 +55,8 @@ def check_exactness(device: torch.device) -> float:
     return max((o_out - r_out).abs().max().item(), (o_h - r_h).abs().max().item())
 
 
-def ref_steps(B: int, T: int, V: int, device: torch.device):
-    model = RefLM(V, 650, 650).to(device)
+def ref_steps(B: int, T: int, V: int, H: int, device: torch.device):
+    model = RefLM(V, H, H).to(device)
     opt = torch.optim.Adam(model.parameters(), 1e-3)
     loss_fn = nn.CrossEntropyLoss()
     data = torch.randint(V, (B, 100_000 // B), device=device)
@@ -78,11 +79,11 @@ def ref_steps(B: int, T: int, V: int, device: torch.device):
     return step
 
 
-def rnnkit_steps(B: int, T: int, V: int, device: torch.device, precision: str):
+def rnnkit_steps(B: int, T: int, V: int, H: int, device: torch.device, precision: str):
     from rnnkit.tasks.lm import LMConfig, LMTask
     from rnnkit.train.engine import Trainer
 
-    cfg = LMConfig(batch_size=B, bptt=T, hidden=650, emb=650, dropout=0.0, lr=1e-3, clip=5.0, epochs=1000,
+    cfg = LMConfig(batch_size=B, bptt=T, hidden=H, emb=H, dropout=0.0, lr=1e-3, clip=5.0, epochs=1000,
                    max_steps=None, time_budget=None, log_every=10**9, precision=precision)
     model = LanguageModel(cfg.model_config(vocab_size=V)).to(device)  # 2 layers, the task's default
     ids = torch.randint(V, (100_000,))
@@ -111,13 +112,13 @@ def rnnkit_steps(B: int, T: int, V: int, device: torch.device, precision: str):
     return step
 
 
-def chunk_warnings(device: torch.device, dropout_hidden: float) -> dict[str, int]:
-    """cuDNN weight-chunk warnings raised by 5 training and 5 evaluation forwards of the 2x650 LM."""
+def chunk_warnings(device: torch.device, dropout_hidden: float, H: int, V: int) -> dict[str, int]:
+    """cuDNN weight-chunk warnings raised by 5 training and 5 evaluation forwards of the 2xH LM."""
     from rnnkit.tasks.lm import LMConfig
 
-    cfg = LMConfig(hidden=650, emb=650, dropout_hidden=dropout_hidden)
-    model = LanguageModel(cfg.model_config(vocab_size=10_000)).to(device)
-    tokens = torch.randint(10_000, (20, 35), device=device)
+    cfg = LMConfig(hidden=H, emb=H, dropout_hidden=dropout_hidden)
+    model = LanguageModel(cfg.model_config(vocab_size=V)).to(device)
+    tokens = torch.randint(V, (20, 35), device=device)
     counts = {}
     for mode in ("train", "eval"):
         model.train(mode == "train")
@@ -132,48 +133,54 @@ def chunk_warnings(device: torch.device, dropout_hidden: float) -> dict[str, int
     return counts
 
 
-def timed(step, n: int) -> float:
-    torch.cuda.synchronize()
+def timed(step, n: int, device: torch.device) -> float:
+    sync = torch.cuda.synchronize if device.type == "cuda" else lambda: None
+    sync()
     t = time.perf_counter()
     for _ in range(n):
         step()
-    torch.cuda.synchronize()
+    sync()
     return time.perf_counter() - t
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--windows", type=int, default=7)
     p.add_argument("--steps", type=int, default=30)
-    args = p.parse_args()
-    device = torch.device("cuda")
+    p.add_argument("--device", default="cuda", help="cuda (default); cpu only to smoke-test the script")
+    p.add_argument("--quick", action="store_true", help="tiny sizes (H 32, V 200, B 4), 1 window of 2 steps")
+    args = p.parse_args(argv)
+    device = torch.device(args.device)
+    H, V, T, batches = (32, 200, 35, (4,)) if args.quick else (650, 10_000, 35, (20, 64))
+    if args.quick:
+        args.windows, args.steps = 1, 2
+    card = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
     err = check_exactness(device)
-    print(f"{torch.cuda.get_device_name()}  torch {torch.__version__}  cuDNN {torch.backends.cudnn.version()}")
+    print(f"{card}  torch {torch.__version__}  cuDNN {torch.backends.cudnn.version()}")
     print(f"exactness: rnnkit LSTM (fused) vs torch.nn.LSTM with lengths, max abs diff {err:.2e}")
-    chunks = {f"dropout_hidden={p}": chunk_warnings(device, p) for p in (0.0, 0.5)}
-    print(f"cuDNN weight-chunk warnings in 5 train / 5 eval forwards of the 2x650 LM: {chunks}")
-    V, T = 10_000, 35
+    chunks = {f"dropout_hidden={p}": chunk_warnings(device, p, H, V) for p in (0.0, 0.5)}
+    print(f"cuDNN weight-chunk warnings in 5 train / 5 eval forwards of the 2x{H} LM: {chunks}")
     results = []
-    for B in (20, 64):
-        sides = {"reference fp32": ref_steps(B, T, V, device),
-                 "rnnkit fp32": rnnkit_steps(B, T, V, device, "fp32"),
-                 "rnnkit bf16": rnnkit_steps(B, T, V, device, "bf16")}
+    for B in batches:
+        sides = {"reference fp32": ref_steps(B, T, V, H, device),
+                 "rnnkit fp32": rnnkit_steps(B, T, V, H, device, "fp32"),
+                 "rnnkit bf16": rnnkit_steps(B, T, V, H, device, "bf16")}
         for step in sides.values():
-            timed(step, 5)  # warm-up (cuDNN plans, allocator)
+            timed(step, 5, device)  # warm-up (cuDNN plans, allocator)
         times: dict[str, list[float]] = {k: [] for k in sides}
         for _ in range(args.windows):
-            for name, step in sides.items():
-                times[name].append(B * T * args.steps / timed(step, args.steps))
+            for side, step in sides.items():
+                times[side].append(B * T * args.steps / timed(step, args.steps, device))
         ref = statistics.median(times["reference fp32"])
-        for name, tps in times.items():
+        for side, tps in times.items():
             med = statistics.median(tps)
-            results.append({"batch": B, "side": name, "tokens_per_s": round(med), "min": round(min(tps)),
+            results.append({"batch": B, "side": side, "tokens_per_s": round(med), "min": round(min(tps)),
                             "max": round(max(tps)), "ratio_to_reference": round(med / ref, 3)})
-            print(f"B={B:<3} {name:<15} {med:>10,.0f} tok/s  (range {min(tps):,.0f}-{max(tps):,.0f})  "
+            print(f"B={B:<3} {side:<15} {med:>10,.0f} tok/s  (range {min(tps):,.0f}-{max(tps):,.0f})  "
                   f"x{med / ref:.2f}")
-    print(json.dumps({"benchmark": "gpu", "device": torch.cuda.get_device_name(), "exactness_max_abs": err,
+    print(json.dumps({"benchmark": "gpu", "device": card, "quick": args.quick, "exactness_max_abs": err,
                       "chunk_warnings": chunks,
-                      "config": "2x650 LSTM, V=10k, BPTT 35, Adam, clip 5", "results": results}))
+                      "config": f"2x{H} LSTM, V={V}, BPTT {T}, Adam, clip 5", "results": results}))
 
 
 if __name__ == "__main__":

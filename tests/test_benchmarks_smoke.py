@@ -153,6 +153,22 @@ def test_cells_benchmark_quick(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         cells.main(["--quick", "--part", "quality", "--data", str(tmp_path / "missing.txt")])
 
 
+def test_gpu_benchmark_runs_on_cpu_quick(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    # the GPU script runs only where a GPU is lent (minutes of device time): its code paths are checked here
+    # on CPU at tiny sizes, so that a break (say, in the engine internals it drives) shows before then
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    sys.modules.pop("gpu", None)
+    import gpu
+
+    gpu.main(["--device", "cpu", "--quick"])
+    res = last_json(capsys.readouterr().out)
+    assert res["device"] == "cpu" and res["quick"] is True
+    assert res["exactness_max_abs"] < 1e-5  # rnnkit's LSTM with lengths equals torch.nn's packed run
+    assert res["chunk_warnings"] == {f"dropout_hidden={p}": {"train": 0, "eval": 0} for p in (0.0, 0.5)}
+    assert [r["side"] for r in res["results"]] == ["reference fp32", "rnnkit fp32", "rnnkit bf16"]
+    assert all(r["tokens_per_s"] > 0 for r in res["results"])
+
+
 def test_deployment_benchmark_scripts_quick(monkeypatch: pytest.MonkeyPatch,
                                             capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.syspath_prepend(str(BENCHMARKS))
