@@ -193,6 +193,22 @@ class _CollectWeightGrad(torch.autograd.Function):
         return grad if deferred is None else grad + deferred, None
 
 
+class _Layout:
+    """A weight as oneDNN multiplies by it: the plain tensor at the first use, from the second a copy laid out
+    once in oneDNN's blocked layout (for ``rows``-row products: a hint oneDNN needs, as without it laying out a
+    (512, 2048) weight took 10x as long)."""
+
+    def __init__(self) -> None:
+        self.uses = 0
+        self.packed: Tensor | None = None
+
+    def __call__(self, plain: Tensor, rows: int) -> Tensor:
+        self.uses += 1
+        if self.packed is None and self.uses > 1 and _ONEDNN_PACK is not None:
+            self.packed = _ONEDNN_PACK(plain.contiguous(), rows)
+        return plain if self.packed is None else self.packed
+
+
 class _LoopWeight:
     """A weight used at every step of a time loop (inside :func:`deferred_weight_gradients`).
 
@@ -208,34 +224,24 @@ class _LoopWeight:
         self.weight = weight
         self.record = _WeightGradRecord() if weight.requires_grad and torch.is_grad_enabled() else None
         self.proxy = weight if self.record is None else _CollectWeightGrad.apply(weight, self.record)
-        self._forward: Tensor | None = None
-        self._forward_uses = 0
-        self._backward: Tensor | None = None
-        self._backward_uses = 0
+        self._forward = _Layout()
+        self._backward = _Layout()
         self._task: int | None = None  # the backward pass ``_backward`` belongs to
 
     def forward_weight(self, input: Tensor) -> Tensor:
-        """The weight (M, K) to multiply ``input`` (N, K) by: plain at the first use, then packed."""
-        self._forward_uses += 1
-        if self._forward is None and self._forward_uses > 1 and _ONEDNN_PACK is not None:
-            self._forward = _ONEDNN_PACK(self.weight.detach(), input.size(0))
-        return self.weight.detach() if self._forward is None else self._forward
+        """The weight (M, K) to multiply ``input`` (N, K) by."""
+        return self._forward(self.weight.detach(), input.size(0))
 
     def forward_done(self) -> None:
         """The loop is over: free the forward copy (the backward products use their own)."""
-        self._forward = None
+        self._forward = _Layout()
 
     def backward_weight(self, grad: Tensor) -> Tensor:
-        """``W.T`` (K, M) to multiply ``grad`` (N, M) by in backward: plain at a pass's first use, then packed.
-        (Without a batch-size hint oneDNN took 10x as long to lay out this shape.)"""
+        """``W.T`` (K, M) to multiply ``grad`` (N, M) by in backward, laid out afresh in each backward pass."""
         task = _graph_task_id()
         if task != self._task:
-            self._backward, self._backward_uses, self._task = None, 0, task
-        self._backward_uses += 1
-        transposed = self.weight.detach().t()
-        if self._backward is None and self._backward_uses > 1 and _ONEDNN_PACK is not None:
-            self._backward = _ONEDNN_PACK(transposed.contiguous(), grad.size(0))
-        return transposed if self._backward is None else self._backward
+            self._backward, self._task = _Layout(), task
+        return self._backward(self.weight.detach().t(), grad.size(0))
 
 
 class _Deferral(threading.local):
