@@ -227,9 +227,7 @@ class Driver(Generic[C, V, D]):
             trainer.run_dir, trainer.publish = create_run(
                 out, cfg, spec.name, spec.vocab_to_dict(vocabs), hashes, overwrite=overwrite, info=info)
             try:
-                keep_freed_blocks()
-                with flushing_denormals():
-                    trainer.fit()
+                _fit(trainer)
             finally:
                 if trainer.publish is not None and info.is_main:  # stopped before its first checkpoint
                     shutil.rmtree(out / STAGING, ignore_errors=True)
@@ -258,9 +256,7 @@ class Driver(Generic[C, V, D]):
             if info.is_main:  # drop metric lines logged after the checkpoint
                 truncate_metrics(out, trainer.state.step)
                 save_run_config(out, cfg, spec.name, hashes)
-            keep_freed_blocks()
-            with flushing_denormals():
-                trainer.fit()
+            _fit(trainer)
             finish(trainer, out, spec.name)
         return spec.after_training(self.load(out))
 
@@ -441,6 +437,14 @@ def setup_torch(seed: int, threads: int | None) -> None:
             raise ConfigError(f"field 'threads': must be >= 1, got {threads}")
         torch.set_num_threads(threads)
     torch.manual_seed(seed)
+
+
+def _fit(trainer: Trainer) -> None:
+    """``trainer.fit()`` under the process settings every training run gets (``train`` and ``resume`` alike):
+    glibc keeping freed blocks and denormals flushed to zero."""
+    keep_freed_blocks()
+    with flushing_denormals():
+        trainer.fit()
 
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
