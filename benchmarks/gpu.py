@@ -147,9 +147,12 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--windows", type=int, default=7)
     p.add_argument("--steps", type=int, default=30)
-    p.add_argument("--device", default="cuda", help="cuda (default); cpu only to smoke-test the script")
+    p.add_argument("--device", default="cuda", choices=["cuda", "cpu"],
+                   help="cuda (default); cpu only to smoke-test the script")
     p.add_argument("--quick", action="store_true", help="tiny sizes (H 32, V 200, B 4), 1 window of 2 steps")
     args = p.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        p.error("no CUDA device here (--device cpu --quick smoke-tests the script)")
     device = torch.device(args.device)
     H, V, T, batches = (32, 200, 35, (4,)) if args.quick else (650, 10_000, 35, (20, 64))
     if args.quick:
